@@ -1,0 +1,171 @@
+"""Products of secrets with Beaver's method and masked-operand reuse.
+
+For x = d_x + a and y = d_y + b, with a, b seed-shared masks and d public,
+
+    x * y = d_x d_y + d_x b + a d_y + a b,
+
+so a node's share is ``c_i + d_x b_i + a_i d_y`` (plus ``d_x d_y`` on the
+leading node), where ``c = a b`` comes from the dealer (mpc.triples).  The same
+identity holds for matrix products and for squares (b = a).
+
+Protocol for a batch of products (``products``):
+
+1. Every operand that has no mask gets a fresh one: a_i from the seeds,
+   d_i = x_i - a_i.
+2. Node n-1 asks the dealer for every ``c`` of the batch (one request).
+3. One round: all d_i are opened together; d = x - a is uniformly masked, so
+   opening it reveals nothing.  The operand keeps its mask: every later
+   product with it skips step 3 for that operand (masked-operand reuse).
+4. Each node combines locally.
+
+Rounds: 1 per batch (0 if every operand is already masked).  Dealer traffic:
+one element per output element, to node n-1 only.
+"""
+from __future__ import annotations
+
+from mpc import field
+from mpc.shared import Mask, SharedArray
+from mpc.triples import MaskSpec
+from mpc.truncate import truncate_many
+
+
+def _mask_share(x: SharedArray):
+    """This node's share a_i of x's mask."""
+    if x._share is None:
+        return x.ctx.tuples.mask(x.mask.spec)
+    return field.sub(x.share, x.mask.d) if x.ctx.leads else x.share
+
+
+def mask_many(ctx, xs) -> None:
+    """Give every array in xs a mask (one round for all that lack one)."""
+    todo, seen = [], set()
+    for x in xs:
+        if x.mask is None and id(x) not in seen:
+            seen.add(id(x))
+            todo.append(x)
+    if not todo:
+        return
+    specs, d_shares = [], []
+    for x in todo:
+        spec = MaskSpec("dealer", ctx.label("m"), x.shape)
+        a = ctx.tuples.mask(spec)
+        specs.append(spec)
+        d_shares.append(field.sub(x.share, a))
+    for x, spec, d in zip(todo, specs, ctx.open_many(d_shares, tag="mask")):
+        x.mask = Mask(spec, d)
+
+
+def products(ctx, items) -> list:
+    """Evaluate a batch of products in one round.
+
+    Parameters
+    ----------
+    items : list of (op, x, y)
+        op is "mul" (elementwise, equal shapes), "square" (y ignored) or
+        "matmul" (2-D, x @ y).
+
+    Returns
+    -------
+    list of SharedArray, frac = x.frac + y.frac (2 x.frac for squares).
+    """
+    operands = []
+    for op, x, y in items:
+        operands.append(x)
+        if op != "square":
+            operands.append(y)
+    fresh = [x for x in operands if x.mask is None]
+    # Steps 1-2: assign masks first so the dealer can start on c during the opening.
+    pre_specs = {}
+    for x in fresh:
+        if id(x) not in pre_specs:
+            pre_specs[id(x)] = MaskSpec("dealer", ctx.label("m"), x.shape)
+
+    def spec_of(x):
+        return x.mask.spec if x.mask is not None else pre_specs[id(x)]
+
+    pending = []
+    for op, x, y in items:
+        if op == "square":
+            out_shape = x.shape
+            req = dict(op="square", a=spec_of(x).to_wire(), out=list(out_shape))
+        elif op == "mul":
+            if x.shape != y.shape:
+                raise ValueError(f"mul: shapes {x.shape} and {y.shape} differ")
+            out_shape = x.shape
+            req = dict(op="mul", a=spec_of(x).to_wire(), b=spec_of(y).to_wire(), out=list(out_shape))
+        elif op == "matmul":
+            if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[0]:
+                raise ValueError(f"matmul: shapes {x.shape} and {y.shape} do not chain")
+            out_shape = (x.shape[0], y.shape[1])
+            req = dict(op="matmul", a=spec_of(x).to_wire(), b=spec_of(y).to_wire(), out=list(out_shape))
+        else:
+            raise ValueError(f"unknown product op {op!r}")
+        pending.append(ctx.tuples.request("product", ctx.label("p"), **req))
+
+    # Step 3: one opening for every fresh operand.
+    if fresh:
+        unique = list({id(x): x for x in fresh}.values())
+        d_shares = []
+        for x in unique:
+            a = ctx.tuples.mask(pre_specs[id(x)])
+            d_shares.append(field.sub(x.share, a))
+        for x, d in zip(unique, ctx.open_many(d_shares, tag="beaver")):
+            x.mask = Mask(pre_specs[id(x)], d)
+    else:
+        ctx.tuples.flush()
+
+    # Step 4: local combination.
+    out = []
+    for (op, x, y), tup in zip(items, pending):
+        c = tup["c"]
+        if op == "square":
+            a = _mask_share(x)
+            z = field.beaver_combine(c, x.mask.d, a, x.mask.d, a, ctx.leads)
+            out.append(SharedArray(ctx, z, 2 * x.frac))
+        elif op == "mul":
+            z = field.beaver_combine(c, x.mask.d, _mask_share(y), y.mask.d, _mask_share(x), ctx.leads)
+            out.append(SharedArray(ctx, z, x.frac + y.frac))
+        else:
+            dx, dy = x.mask.d, y.mask.d
+            z = field.add(c, field.matmul(dx, _mask_share(y)))
+            field.add(z, field.matmul(_mask_share(x), dy), out=z)
+            if ctx.leads:
+                field.add(z, field.matmul(dx, dy), out=z)
+            out.append(SharedArray(ctx, z, x.frac + y.frac))
+    return out
+
+
+def mul(x: SharedArray, y: SharedArray) -> SharedArray:
+    return products(x.ctx, [("mul", x, y)])[0]
+
+
+def square(x: SharedArray) -> SharedArray:
+    return products(x.ctx, [("square", x, None)])[0]
+
+
+def matmul(x: SharedArray, y: SharedArray) -> SharedArray:
+    return products(x.ctx, [("matmul", x, y)])[0]
+
+
+def mul_many(ctx, pairs) -> list:
+    return products(ctx, [("mul", x, y) for x, y in pairs])
+
+
+def fixed_products(ctx, items, frac: int | None = None) -> list:
+    """Products followed by truncation back to `frac` fractional bits
+    (default params.f): two rounds for the whole batch."""
+    frac = ctx.params.f if frac is None else frac
+    raw = products(ctx, items)
+    return truncate_many(ctx, raw, [z.frac - frac for z in raw])
+
+
+def fmul(x: SharedArray, y: SharedArray, frac: int | None = None) -> SharedArray:
+    return fixed_products(x.ctx, [("mul", x, y)], frac)[0]
+
+
+def fmatmul(x: SharedArray, y: SharedArray, frac: int | None = None) -> SharedArray:
+    return fixed_products(x.ctx, [("matmul", x, y)], frac)[0]
+
+
+def fsquare(x: SharedArray, frac: int | None = None) -> SharedArray:
+    return fixed_products(x.ctx, [("square", x, None)], frac)[0]

@@ -1,0 +1,120 @@
+"""The party context: everything a node's protocol code may use, passed explicitly.
+
+One PartyContext per node per job: the parameters, this node's index among n,
+its channel to the other nodes, its tuple source, the reveal policy, a label
+counter (every random object gets a unique public label, the same on every
+node because all nodes run the same steps), and an ``emit`` hook through which
+result shares leave for the analyst.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from contextlib import contextmanager
+
+import numpy as np
+
+from mpc import field
+from mpc.params import Params
+
+
+def node_name(i: int) -> str:
+    return f"node{i}"
+
+
+class PartyContext:
+    """A computation node's view of one job.
+
+    Parameters
+    ----------
+    params : Params
+    index : int
+        This node's index, 0 <= index < n.
+    n : int
+        Number of computation nodes (>= 2).
+    channel : Channel
+        Links to the other nodes (peer names ``node0`` .. ``node{n-1}``).
+    tuples : NodeTuples
+    policy : RevealPolicy
+    job : str
+        Public job id, prefixed to every label.
+    emit : callable(name, share, meta) or None
+        Receives result shares addressed to the analyst.
+    """
+
+    def __init__(self, params: Params, index: int, n: int, channel, tuples, policy,
+                 job: str = "job", emit=None, log: logging.Logger | None = None, progress=None):
+        if n < 2:
+            raise ValueError(f"need at least 2 computation nodes, got {n}")
+        if not 0 <= index < n:
+            raise ValueError(f"node index {index} out of range for {n} nodes")
+        self.params = params
+        self.index = index
+        self.n = n
+        self.channel = channel
+        self.tuples = tuples
+        self.policy = policy
+        self.job = job
+        self.emit = emit
+        self.log = log or logging.getLogger(f"mpcgwas.{node_name(index)}")
+        self.progress = progress or (lambda phase, done, total: None)
+        self.name = node_name(index)
+        self.others = tuple(node_name(i) for i in range(n) if i != index)
+        self._counter = itertools.count()
+
+    @property
+    def leads(self) -> bool:
+        """Whether this node adds public constants (exactly one node does)."""
+        return self.index == 0
+
+    def label(self, kind: str) -> str:
+        return f"{self.job}/{next(self._counter)}{kind}"
+
+    @contextmanager
+    def phase(self, name: str):
+        """Account traffic to `name` and report progress."""
+        self.progress(name, 0, 1)
+        with self.channel.stats.phase(name):
+            yield
+        self.progress(name, 1, 1)
+
+    # ------------------------------------------------------------ opening
+    def open_many(self, shares: list, tag: str = "open") -> list:
+        """Open several field arrays in one round (internal: masked values only).
+
+        Each node sends its shares, concatenated, to every other node; the sum
+        of all shares comes back.  Values that are not one-time-masked must go
+        through mpc.reveal, which checks the reveal policy."""
+        shares = [np.ascontiguousarray(s) for s in shares]
+        if not shares:
+            return []
+        sizes = [s.size // field.LIMBS for s in shares]
+        flat = np.concatenate([s.reshape(-1, field.LIMBS) for s in shares]) if len(shares) > 1 \
+            else shares[0].reshape(-1, field.LIMBS)
+        self.tuples.flush()
+        received = self.channel.exchange(self.others, tag, flat, dtype="f127", shape=(flat.shape[0],))
+        total = flat.copy()
+        for peer in self.others:
+            field.add(total, received[peer], out=total)
+        out, pos = [], 0
+        for s, k in zip(shares, sizes):
+            out.append(total[pos:pos + k].reshape(s.shape))
+            pos += k
+        return out
+
+    def open_bits_many(self, words: list, tag: str = "openx") -> list:
+        """Open several XOR-shared packed-bit arrays in one round."""
+        words = [np.ascontiguousarray(w, dtype=np.uint64) for w in words]
+        if not words:
+            return []
+        flat = np.concatenate([w.reshape(-1) for w in words])
+        self.tuples.flush()
+        received = self.channel.exchange(self.others, tag, flat, dtype="u64", shape=flat.shape)
+        total = flat.copy()
+        for peer in self.others:
+            total ^= received[peer]
+        out, pos = [], 0
+        for w in words:
+            out.append(total[pos:pos + w.size].reshape(w.shape))
+            pos += w.size
+        return out

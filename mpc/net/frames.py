@@ -1,0 +1,126 @@
+"""Wire format: a msgpack header then the raw array buffer (never pickle).
+
+A data message is ``[header, chunk, chunk, ...]``: the header is a msgpack map
+``{"t": tag, "d": dtype code, "s": shape, "n": payload bytes}`` and the chunks
+are the array's bytes, split into pieces of at most ``CHUNK_BYTES`` (ZeroMQ
+moves 1–4 MiB frames fastest).  A control message has a header
+``{"c": kind, ...}`` and no payload (heartbeat, abort).
+
+The receiver validates everything before use: header size and type, known
+dtype code, shape of non-negative ints within limits, payload length equal to
+what dtype and shape imply, field elements canonical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from mpc import field
+from mpc.errors import ProtocolError
+
+CHUNK_BYTES = 4 << 20
+MAX_HEADER_BYTES = 4096
+MAX_NDIM = 8
+DEFAULT_MAX_PAYLOAD = 4 << 30
+
+# dtype code -> (numpy dtype, trailing axis or None)
+DTYPES = {
+    "f127": (np.dtype(np.uint64), field.LIMBS),  # field elements: logical shape + limb axis
+    "u64": (np.dtype(np.uint64), None),           # packed bits, raw words
+    "u8": (np.dtype(np.uint8), None),
+    "i64": (np.dtype(np.int64), None),
+    "f64": (np.dtype(np.float64), None),
+}
+
+
+def dtype_code(array: np.ndarray, is_field: bool) -> str:
+    if is_field:
+        return "f127"
+    for code, (dt, trail) in DTYPES.items():
+        if trail is None and array.dtype == dt:
+            return code
+    raise ProtocolError(f"cannot send arrays of dtype {array.dtype}")
+
+
+@dataclass(frozen=True)
+class Header:
+    tag: str
+    dtype: str
+    shape: tuple
+    nbytes: int
+
+
+def encode_data(tag: str, array: np.ndarray, is_field: bool) -> list:
+    """Header and zero-copy payload chunks for one array."""
+    array = np.ascontiguousarray(array)
+    code = dtype_code(array, is_field)
+    shape = array.shape[:-1] if is_field else array.shape
+    header = msgpack.packb({"t": tag, "d": code, "s": list(shape), "n": array.nbytes})
+    raw = memoryview(array).cast("B") if array.nbytes else memoryview(b"")
+    chunks = [raw[i:i + CHUNK_BYTES] for i in range(0, array.nbytes, CHUNK_BYTES)] or [raw]
+    return [header] + chunks
+
+
+def encode_control(kind: str, **fields) -> list:
+    return [msgpack.packb({"c": kind, **fields})]
+
+
+def decode_header(raw: bytes, sender: str, max_payload: int = DEFAULT_MAX_PAYLOAD):
+    """Parse and validate a header frame; returns Header or ('control', dict)."""
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header from {sender} is {len(raw)} bytes (limit {MAX_HEADER_BYTES})")
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=0,
+                              max_array_len=MAX_NDIM + 8, max_map_len=16, max_str_len=1024)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise ProtocolError(f"malformed header from {sender}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"malformed header from {sender}: not a map")
+    if "c" in obj:
+        if not isinstance(obj["c"], str):
+            raise ProtocolError(f"malformed control header from {sender}")
+        return "control", obj
+    try:
+        tag, code, shape, nbytes = obj["t"], obj["d"], obj["s"], obj["n"]
+    except KeyError as exc:
+        raise ProtocolError(f"header from {sender} lacks field {exc}") from None
+    if not isinstance(tag, str) or code not in DTYPES:
+        raise ProtocolError(f"header from {sender}: bad tag or unknown dtype {code!r}")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(isinstance(s, int) and 0 <= s < 2**40 for s in shape)):
+        raise ProtocolError(f"header from {sender} (tag {tag}): bad shape {shape!r}")
+    dt, trail = DTYPES[code]
+    full = tuple(shape) + ((trail,) if trail else ())
+    expected = int(np.prod(full, dtype=np.int64)) * dt.itemsize
+    if not isinstance(nbytes, int) or nbytes != expected:
+        raise ProtocolError(f"header from {sender} (tag {tag}): payload size {nbytes!r} does not match "
+                            f"dtype {code} shape {tuple(shape)} ({expected} bytes)")
+    if expected > max_payload:
+        raise ProtocolError(f"message from {sender} (tag {tag}) is {expected} bytes, over the "
+                            f"{max_payload}-byte limit")
+    return Header(tag, code, tuple(shape), nbytes)
+
+
+def decode_payload(header: Header, chunks: list, sender: str) -> np.ndarray:
+    """Array view of the payload chunks (zero-copy for one chunk)."""
+    dt, trail = DTYPES[header.dtype]
+    full = header.shape + ((trail,) if trail else ())
+    total = sum(len(c) for c in chunks)
+    if total != header.nbytes:
+        raise ProtocolError(f"message from {sender} (tag {header.tag}): {total} payload bytes, "
+                            f"header announced {header.nbytes}")
+    if len(chunks) == 1:
+        array = np.frombuffer(chunks[0], dtype=dt).reshape(full)
+    else:
+        array = np.empty(full, dtype=dt)
+        flat = array.reshape(-1).view(np.uint8)
+        pos = 0
+        for c in chunks:
+            n = len(c)
+            flat[pos:pos + n] = np.frombuffer(c, dtype=np.uint8)
+            pos += n
+    if header.dtype == "f127" and array.size and field.count_noncanonical(array):
+        raise ProtocolError(f"message from {sender} (tag {header.tag}) holds non-canonical field elements")
+    return array

@@ -1,0 +1,217 @@
+"""The ZeroMQ Channel: TCP, CurveZMQ, heartbeats and bounded waits.
+
+Topology: every party binds one ROUTER socket and connects one DEALER socket
+to each peer's ROUTER (routing id = its own name), so a message from A to B
+travels A.dealer[B] -> B.router and arrives tagged with A's name.  With
+CurveZMQ the ROUTER is a CURVE server that admits only the public keys of the
+study (ZAP through pyzmq's ThreadAuthenticator); the authenticated key is
+checked against the routing id, so a party cannot speak under another's name.
+
+Liveness: a heartbeat thread sends a control message to every peer every
+``heartbeat`` seconds over its own DEALER sockets (routing id ``name#hb``).
+While a party waits for a peer, any message from that peer (data or
+heartbeat) proves it alive; after ``timeout`` seconds of silence the wait
+raises PeerTimeout naming the peer, the step and the phase.  A party that
+fails sends an abort control message so the others stop at once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import zmq
+import zmq.auth.thread
+
+from mpc.errors import PeerTimeout
+from mpc.net import frames
+from mpc.net.channel import Channel
+
+HB_SUFFIX = "#hb"
+ZAP_DOMAIN = "mpcgwas"
+
+
+class KeyRing:
+    """Public keys of the study, z85 text -> party name."""
+
+    def __init__(self, names_to_keys: dict):
+        self.by_key = {}
+        self.update(names_to_keys)
+
+    def update(self, names_to_keys: dict) -> None:
+        for name, key in names_to_keys.items():
+            k = key.decode() if isinstance(key, bytes) else str(key)
+            self.by_key[k] = name
+
+    def name_of(self, z85_key) -> str | None:
+        k = z85_key.decode() if isinstance(z85_key, bytes) else str(z85_key)
+        return self.by_key.get(k)
+
+
+class _KeyCallback:
+    def __init__(self, ring: KeyRing, log: logging.Logger):
+        self.ring = ring
+        self.log = log
+
+    def callback(self, domain, key):
+        name = self.ring.name_of(key)
+        if name is None:
+            self.log.warning("refused a CurveZMQ connection from a key not in the study: %s",
+                             key.decode() if isinstance(key, bytes) else key)
+            return False
+        return True
+
+
+def start_authenticator(context: zmq.Context, ring: KeyRing, log: logging.Logger):
+    """Start ZAP for `context`: only keys of `ring` may connect to CURVE servers."""
+    auth = zmq.auth.thread.ThreadAuthenticator(context, log=logging.getLogger("mpcgwas.zap"))
+    auth.start()
+    auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=_KeyCallback(ring, log))
+    return auth
+
+
+def make_server(context, endpoint: str, keys, *, linger: int = 1000):
+    """A bound ROUTER (CURVE server when keys = (public, secret))."""
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, linger)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    if keys is not None:
+        sock.curve_server = True
+        sock.curve_publickey, sock.curve_secretkey = keys
+        sock.zap_domain = ZAP_DOMAIN.encode()
+    sock.bind(endpoint)
+    return sock
+
+
+def make_client(context, endpoint: str, routing_id: str, keys, server_key, *, linger: int = 1000):
+    """A DEALER connected to `endpoint` (CURVE client when keys are given)."""
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, linger)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.ROUTING_ID, routing_id.encode())
+    sock.setsockopt(zmq.IMMEDIATE, 0)
+    if keys is not None:
+        sock.curve_publickey, sock.curve_secretkey = keys
+        sock.curve_serverkey = server_key if isinstance(server_key, bytes) else server_key.encode()
+    sock.connect(endpoint)
+    return sock
+
+
+class ZmqChannel(Channel):
+    """Channel over ZeroMQ TCP sockets.
+
+    Parameters
+    ----------
+    me : str
+    router : zmq.Socket
+        This party's bound ROUTER (see ``make_server``); the channel reads it.
+    peers : dict name -> endpoint
+    keys : (public, secret) z85 bytes or None
+        None only for the explicit plaintext mode (benchmarks on loopback).
+    peer_keys : dict name -> z85 public key, or None
+    ring : KeyRing or None
+        Maps authenticated keys to names (required with CURVE).
+    timeout : float
+        Seconds of silence after which a peer is declared dead.
+    heartbeat : float
+        Seconds between heartbeats.
+    startup_grace : float
+        Extra seconds allowed for a peer's first sign of life.
+    """
+
+    def __init__(self, me, router, peers: dict, *, context, keys=None, peer_keys=None,
+                 ring: KeyRing | None = None, timeout: float = 10.0, heartbeat: float = 1.0,
+                 startup_grace: float = 30.0, log: logging.Logger | None = None):
+        super().__init__(me, peers.keys())
+        self.log = log or logging.getLogger(f"mpcgwas.net.{me}")
+        self.context = context
+        self.router = router
+        self.timeout = timeout
+        self.keys = keys
+        self.ring = ring
+        if keys is not None and ring is None:
+            raise ValueError("ZmqChannel: CURVE mode needs a KeyRing to check peer identities")
+        self.dealers = {
+            name: make_client(context, ep, me, keys, (peer_keys or {}).get(name))
+            for name, ep in peers.items()
+        }
+        now = time.monotonic()
+        self.last_seen = {p: now + startup_grace for p in self.peers}
+        self._stop = threading.Event()
+        self._hb = threading.Thread(target=self._heartbeat_loop,
+                                    args=(dict(peers), peer_keys, heartbeat),
+                                    name=f"{me}-heartbeat", daemon=True)
+        self._hb.start()
+        self._poller = zmq.Poller()
+        self._poller.register(router, zmq.POLLIN)
+
+    # -- heartbeats
+    def _heartbeat_loop(self, peers, peer_keys, interval):
+        socks = {n: make_client(self.context, ep, self.me + HB_SUFFIX, self.keys,
+                                (peer_keys or {}).get(n), linger=0) for n, ep in peers.items()}
+        beat = frames.encode_control("hb")
+        try:
+            while not self._stop.wait(interval):
+                for s in socks.values():
+                    try:
+                        s.send_multipart(beat, flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+        finally:
+            for s in socks.values():
+                s.close(0)
+
+    # -- Channel primitives
+    def _send_frames(self, peer, msg_frames):
+        self.dealers[peer].send_multipart(msg_frames, copy=False)
+
+    def _identify(self, msg):
+        """Sender name of a ROUTER message, checked against its CURVE key."""
+        claimed = bytes(msg[0]).decode("utf-8", "replace")
+        base = claimed[:-len(HB_SUFFIX)] if claimed.endswith(HB_SUFFIX) else claimed
+        if self.keys is not None:
+            try:
+                user = msg[1].get("User-Id")
+            except (zmq.ZMQError, AttributeError):
+                user = None
+            if user is None or self.ring.name_of(user) != base:
+                self.log.warning("dropped a message whose routing id %r does not match its key", claimed)
+                return None
+        if base not in self._inbox:
+            self.log.warning("dropped a message from %r, not a peer of %s", claimed, self.me)
+            return None
+        return base
+
+    def _pump(self, peer, tag):
+        while True:
+            now = time.monotonic()
+            silent = now - self.last_seen[peer]
+            if silent > self.timeout:
+                raise PeerTimeout(f"{self.me}: peer {peer} silent for {silent:.1f} s (limit {self.timeout} s) "
+                                  f"while waiting for step {tag!r} in phase {self.stats.current}")
+            events = dict(self._poller.poll(timeout=250))
+            if self.router not in events:
+                continue
+            while True:
+                try:
+                    msg = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if len(msg) < 2:
+                    continue
+                sender = self._identify(msg)
+                if sender is None:
+                    continue
+                self.last_seen[sender] = time.monotonic()
+                self._deliver(sender, msg[1:])
+            if self._inbox[peer]:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._hb.join(timeout=5)
+        for s in self.dealers.values():
+            s.close()

@@ -1,0 +1,367 @@
+"""Correlated randomness: what the dealer makes and how a node takes its share.
+
+Every random object is defined by seeds and a public label:
+
+- a **mask** (``MaskSpec``) is uniform and additively shared with *every*
+  node's share drawn from that node's seed for the mask's owner: no traffic.
+  The owner is ``"dealer"`` (the per-job seeds the dealer sent each node) or a
+  provider's submission (seeds the provider gave each node and the dealer).
+  The dealer, holding all seeds, can rebuild any mask.
+- a **correlated tuple** (a Beaver product ``c = a*b``, a truncation pair
+  ``(r, r >> m)``, ...) has components that nodes 0..n-2 draw from their
+  dealer seeds under ``label/component``; the dealer computes the secret
+  component and sends node n-1 only the correction ``secret - sum(others)``.
+  Dealer traffic: one element per tuple element, whatever n is.
+
+Requests are sent by node n-1 as soon as the protocol knows it will need a
+tuple and the corrections are collected when they are used, so the dealer
+works while the nodes exchange their openings.
+
+``KINDS`` is the one registry of tuple kinds: for each, the components it has
+and how the dealer computes them from the request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from mpc import field
+from mpc.errors import ProtocolError
+from mpc.prg import Prg
+
+DEALER = "dealer"
+MAX_REQUEST_ELEMENTS = 1 << 28
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A uniform random field array shared by seeds.
+
+    Parameters
+    ----------
+    owner : str
+        Whose seeds: ``"dealer"`` or a submission id.
+    label : str
+        PRG label.
+    shape : tuple
+        Logical shape of the mask as generated.
+    transposed : bool
+        The operand is the transpose of the generated mask (2-D only).
+    """
+
+    owner: str
+    label: str
+    shape: tuple
+    transposed: bool = False
+
+    @property
+    def operand_shape(self) -> tuple:
+        return tuple(reversed(self.shape)) if self.transposed else tuple(self.shape)
+
+    def T(self) -> "MaskSpec":
+        if len(self.shape) != 2:
+            raise ValueError(f"transpose of a {len(self.shape)}-D mask")
+        return MaskSpec(self.owner, self.label, self.shape, not self.transposed)
+
+    def to_wire(self) -> list:
+        return [self.owner, self.label, list(self.shape), self.transposed]
+
+    @staticmethod
+    def from_wire(obj) -> "MaskSpec":
+        try:
+            owner, label, shape, transposed = obj
+            return MaskSpec(str(owner), str(label), tuple(int(s) for s in shape), bool(transposed))
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed mask spec {obj!r}: {exc}") from None
+
+
+def mask_share(seed: bytes, spec: MaskSpec) -> np.ndarray:
+    """A node's share of a mask, as the operand (transposed if the spec says)."""
+    a = Prg(seed, spec.label).field(spec.shape)
+    return np.ascontiguousarray(a.transpose(1, 0, 2)) if spec.transposed else a
+
+
+# ------------------------------------------------------------ tuple kinds
+
+def _n_elements(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+
+
+def _product_components(req):
+    return [("c", "field", tuple(req["out"]))]
+
+
+def _product_make(req, rebuild):
+    a = rebuild(MaskSpec.from_wire(req["a"]))
+    op = req["op"]
+    if op == "square":
+        return {"c": field.mul(a, a)}
+    b = rebuild(MaskSpec.from_wire(req["b"]))
+    if op == "mul":
+        return {"c": field.mul(a, b)}
+    if op == "matmul":
+        return {"c": field.matmul(a, b)}
+    raise ProtocolError(f"unknown product op {op!r}")
+
+
+def _check_product(req):
+    a = MaskSpec.from_wire(req["a"])
+    op = req.get("op")
+    out = tuple(req["out"])
+    if op == "square":
+        expect = a.operand_shape
+    else:
+        b = MaskSpec.from_wire(req["b"])
+        if op == "mul":
+            if a.operand_shape != b.operand_shape:
+                raise ProtocolError(f"product request: shapes {a.operand_shape} and {b.operand_shape} differ")
+            expect = a.operand_shape
+        elif op == "matmul":
+            sa, sb = a.operand_shape, b.operand_shape
+            if len(sa) != 2 or len(sb) != 2 or sa[1] != sb[0]:
+                raise ProtocolError(f"matmul request: shapes {sa} and {sb} do not chain")
+            expect = (sa[0], sb[1])
+        else:
+            raise ProtocolError(f"unknown product op {op!r}")
+    if out != expect:
+        raise ProtocolError(f"product request: output shape {out} should be {expect}")
+
+
+def _uint_field(prg: Prg, shape, bits: int) -> np.ndarray:
+    """Uniform integers in [0, 2^bits) as field elements (bits <= 126)."""
+    n = _n_elements(shape)
+    out = np.zeros((n, field.LIMBS), dtype=np.uint64)
+    out[:, 0] = prg.uint(n, min(bits, 64))
+    if bits > 64:
+        out[:, 1] = prg.uint(n, bits - 64)
+    return out.reshape(tuple(shape) + (field.LIMBS,))
+
+
+def shift_right(x: np.ndarray, m: int) -> np.ndarray:
+    """floor(x / 2^m) for canonical field elements read as integers in [0, p)."""
+    if not 0 <= m < 127:
+        raise ValueError(f"shift_right: m must be in [0, 127), got {m}")
+    out = np.empty_like(x)
+    lo, hi = x[..., 0], x[..., 1]
+    if m == 0:
+        out[...] = x
+    elif m < 64:
+        out[..., 0] = (lo >> np.uint64(m)) | (hi << np.uint64(64 - m))
+        out[..., 1] = hi >> np.uint64(m)
+    else:
+        out[..., 0] = hi >> np.uint64(m - 64)
+        out[..., 1] = 0
+    return out
+
+
+def _trunc_components(req):
+    shape = tuple(req["shape"])
+    return [("r", "field", shape), ("r_hi", "field", shape)]
+
+
+def _trunc_make(req, rebuild, prg: Prg):
+    shape = tuple(req["shape"])
+    r = _uint_field(prg, shape, req["bits"] + req["sigma"])
+    return {"r": r, "r_hi": shift_right(r, req["m"])}
+
+
+def _check_trunc(req):
+    bits, m, sigma = req.get("bits"), req.get("m"), req.get("sigma")
+    if not all(isinstance(v, int) for v in (bits, m, sigma)):
+        raise ProtocolError("trunc request: bits, m and sigma must be integers")
+    if not (0 < m < bits and sigma >= 40 and bits + sigma + 1 <= 126):
+        raise ProtocolError(f"trunc request: bits={bits}, m={m}, sigma={sigma} break 0 < m < bits, "
+                            f"sigma >= 40, bits + sigma + 1 <= 126")
+
+
+@dataclass(frozen=True)
+class Kind:
+    components: object  # req -> list of (name, 'field'|'bits', shape)
+    make: object        # (req, rebuild, prg) -> dict name -> secret array
+    check: object       # req -> None or raise ProtocolError
+
+
+KINDS = {
+    "product": Kind(_product_components, lambda req, rebuild, prg: _product_make(req, rebuild), _check_product),
+    "trunc": Kind(_trunc_components, _trunc_make, _check_trunc),
+}
+
+
+def register_kind(name: str, kind: Kind) -> None:
+    """Add a tuple kind (used by higher layers such as mpc.compare)."""
+    if name in KINDS and KINDS[name] is not kind:
+        raise ValueError(f"tuple kind {name!r} already registered")
+    KINDS[name] = kind
+
+
+def _component_share(seed: bytes, label: str, comp: str, typ: str, shape) -> np.ndarray:
+    prg = Prg(seed, f"{label}/{comp}")
+    if typ == "field":
+        return prg.field(shape)
+    return prg.words(_n_elements(shape)).reshape(shape)
+
+
+# ------------------------------------------------------------ node side
+
+class Pending:
+    """A node's shares of one correlated tuple, resolved on first use."""
+
+    def __init__(self, source: "NodeTuples", label: str, components):
+        self._source = source
+        self._label = label
+        self._components = components
+        self._values = None
+
+    def __getitem__(self, comp: str) -> np.ndarray:
+        if self._values is None:
+            self._values = self._source._resolve(self._label, self._components)
+        return self._values[comp]
+
+
+class NodeTuples:
+    """Where a computation node gets masks and correlated tuples.
+
+    Parameters
+    ----------
+    index, n : int
+        This node's index and the number of nodes.
+    seeds : dict owner -> 16-byte seed
+        ``seeds["dealer"]`` is the per-job seed shared with the dealer.
+    channel : Channel or None
+        The link to the dealer (node n-1 only).
+    """
+
+    def __init__(self, index: int, n: int, seeds: dict, channel=None):
+        self.index = index
+        self.n = n
+        self.seeds = dict(seeds)
+        self.corrected = index == n - 1
+        self.channel = channel
+        if self.corrected and channel is None:
+            raise ValueError("node n-1 needs a channel to the dealer")
+        self._queued = []
+
+    def mask(self, spec: MaskSpec) -> np.ndarray:
+        try:
+            seed = self.seeds[spec.owner]
+        except KeyError:
+            raise ProtocolError(f"node{self.index} has no seed for mask owner {spec.owner!r}") from None
+        return mask_share(seed, spec)
+
+    def request(self, kind: str, label: str, **req) -> Pending:
+        """Ask for one correlated tuple; returns its (lazy) shares."""
+        req = {"kind": kind, "label": label, **req}
+        k = KINDS[kind]
+        k.check(req)
+        comps = k.components(req)
+        if self.corrected:
+            self._queued.append(req)
+        return Pending(self, label, comps)
+
+    def flush(self) -> None:
+        """Send queued requests to the dealer (node n-1; a no-op elsewhere)."""
+        if self.corrected and self._queued:
+            payload = np.frombuffer(msgpack.packb({"reqs": self._queued}), dtype=np.uint8)
+            self.channel.send(DEALER, "req", payload)
+            self._queued = []
+
+    def _resolve(self, label, comps) -> dict:
+        if not self.corrected:
+            seed = self.seeds[DEALER]
+            return {c: _component_share(seed, label, c, t, s) for c, t, s in comps}
+        self.flush()
+        out = {}
+        for c, t, s in comps:
+            out[c] = self.channel.recv(DEALER, f"{label}/{c}", dtype="f127" if t == "field" else "u64",
+                                       shape=s, any_order=True, count_round=False)
+        return out
+
+    def finish(self) -> None:
+        """Tell the dealer this job is over (node n-1)."""
+        if self.corrected:
+            self.flush()
+            self.channel.send(DEALER, "req", np.frombuffer(msgpack.packb({"done": True}), dtype=np.uint8))
+
+
+# ------------------------------------------------------------ dealer side
+
+class DealerEngine:
+    """Computes corrections for node n-1 from every node's seeds.
+
+    Parameters
+    ----------
+    n : int
+        Number of computation nodes.
+    seeds : dict owner -> list of n seeds (one per node)
+    """
+
+    def __init__(self, n: int, seeds: dict):
+        self.n = n
+        self.seeds = {k: list(v) for k, v in seeds.items()}
+        for owner, s in self.seeds.items():
+            if len(s) != n:
+                raise ValueError(f"dealer: owner {owner!r} has {len(s)} seeds for {n} nodes")
+        self.tuples_served = 0
+        self.elements_sent = 0
+
+    def rebuild(self, spec: MaskSpec) -> np.ndarray:
+        """The full mask (sum of every node's share)."""
+        if spec.owner not in self.seeds:
+            raise ProtocolError(f"dealer has no seeds for mask owner {spec.owner!r}")
+        if _n_elements(spec.shape) > MAX_REQUEST_ELEMENTS:
+            raise ProtocolError(f"mask {spec.label} of shape {spec.shape} is over the size limit")
+        total = None
+        for seed in self.seeds[spec.owner]:
+            a = Prg(seed, spec.label).field(spec.shape)
+            total = a if total is None else field.add(total, a)
+        return np.ascontiguousarray(total.transpose(1, 0, 2)) if spec.transposed else total
+
+    def corrections(self, req: dict, private_prg: Prg):
+        """(tag, array, is_field) triples to send node n-1 for one request."""
+        kind = KINDS.get(req.get("kind"))
+        if kind is None:
+            raise ProtocolError(f"dealer: unknown tuple kind {req.get('kind')!r}")
+        label = req.get("label")
+        if not isinstance(label, str):
+            raise ProtocolError("dealer: request without a label")
+        kind.check(req)
+        comps = kind.components(req)
+        for _, _, shape in comps:
+            if _n_elements(shape) > MAX_REQUEST_ELEMENTS:
+                raise ProtocolError(f"dealer: request {label} of shape {shape} is over the size limit")
+        secret = kind.make(req, self.rebuild, private_prg)
+        dealer_seeds = self.seeds[DEALER]
+        out = []
+        for comp, typ, shape in comps:
+            value = secret[comp]
+            for i in range(self.n - 1):
+                other = _component_share(dealer_seeds[i], label, comp, typ, shape)
+                value = field.sub(value, other) if typ == "field" else value ^ other
+            out.append((f"{label}/{comp}", value, typ == "field"))
+            self.elements_sent += _n_elements(shape)
+        self.tuples_served += 1
+        return out
+
+    def serve(self, channel, last_node: str, private_seed: bytes) -> None:
+        """Answer node n-1's requests until it says the job is done."""
+        prg = Prg(private_seed, "dealer-private")
+        while True:
+            raw = channel.recv(last_node, "req", dtype="u8", count_round=False)
+            try:
+                msg = msgpack.unpackb(raw.tobytes(), raw=False, strict_map_key=True)
+            except Exception as exc:  # noqa: BLE001
+                raise ProtocolError(f"dealer: malformed request from {last_node}: {exc}") from None
+            if not isinstance(msg, dict):
+                raise ProtocolError(f"dealer: malformed request from {last_node}")
+            if msg.get("done"):
+                return
+            reqs = msg.get("reqs")
+            if not isinstance(reqs, list):
+                raise ProtocolError(f"dealer: malformed request from {last_node}")
+            for req in reqs:
+                if not isinstance(req, dict):
+                    raise ProtocolError(f"dealer: malformed request from {last_node}")
+                for tag, value, is_field in self.corrections(req, prg):
+                    channel.send(last_node, tag, value, is_field=is_field)

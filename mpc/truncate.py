@@ -1,0 +1,68 @@
+"""Probabilistic truncation: divide a shared fixed-point value by 2^m.
+
+For [x] with |x| < 2^(bits-1) (x read as a signed integer) and a dealer pair
+([r], [r >> m]) with r uniform in [0, 2^(bits + sigma)):
+
+1. each node forms c_i = x_i + r_i (+ 2^(bits-1) on the leading node), so
+   c = x + 2^(bits-1) + r lies in [0, 2^(bits+sigma+1)) and never wraps mod p;
+2. one round: c is opened (statistically masked by r: distance <= 2^-sigma);
+3. [y] = (c >> m) - 2^(bits-1-m) - [r >> m]  (public terms on the leading node).
+
+Then y = floor(x / 2^m) or floor(x / 2^m) + 1: the error is at most one unit
+in the last place.  Requires bits + sigma + 1 <= 126 (checked by the dealer
+request); the default bits = k + m covers the product of two k-bit values whose
+result fits in k bits.
+"""
+from __future__ import annotations
+
+from mpc import field
+from mpc.shared import SharedArray
+from mpc.triples import shift_right
+
+
+def truncate_many(ctx, xs, shifts, bits=None) -> list:
+    """Truncate each x by its shift (no-op where the shift is <= 0), one round.
+
+    Parameters
+    ----------
+    xs : list of SharedArray
+    shifts : list of int (or one int for all)
+    bits : int or list of int, optional
+        Bound on each input: |x| < 2^(bits - 1) as an integer encoding.
+        Default params.k + shift.
+    """
+    xs = list(xs)
+    if isinstance(shifts, int):
+        shifts = [shifts] * len(xs)
+    if bits is None or isinstance(bits, int):
+        bits = [bits] * len(xs)
+    params = ctx.params
+    work = []
+    for i, (x, m, b) in enumerate(zip(xs, shifts, bits)):
+        if m <= 0:
+            continue
+        b = params.k + m if b is None else b
+        tup = ctx.tuples.request("trunc", ctx.label("t"), shape=list(x.shape), bits=b, m=m,
+                                 sigma=params.sigma)
+        work.append((i, x, m, b, tup))
+    out = list(xs)
+    if not work:
+        return out
+    c_shares = []
+    for _, x, m, b, tup in work:
+        c = field.add(x.share, tup["r"])
+        if ctx.leads:
+            c = field.add_scalar(c, 1 << (b - 1))
+        c_shares.append(c)
+    opened = ctx.open_many(c_shares, tag="trunc")
+    for (i, x, m, b, tup), c in zip(work, opened):
+        if ctx.leads:
+            y = field.sub(field.add_scalar(shift_right(c, m), -(1 << (b - 1 - m))), tup["r_hi"])
+        else:
+            y = field.neg(tup["r_hi"])
+        out[i] = SharedArray(ctx, y, x.frac - m)
+    return out
+
+
+def truncate(x: SharedArray, shift: int, bits: int | None = None) -> SharedArray:
+    return truncate_many(x.ctx, [x], [shift], bits)[0]
