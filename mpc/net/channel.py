@@ -82,9 +82,10 @@ class Channel(ABC):
         Names of the parties it talks to.
     """
 
-    def __init__(self, me: str, peers):
+    def __init__(self, me: str, peers, session: str | None = None):
         self.me = me
         self.peers = tuple(peers)
+        self.session = session
         self.stats = TrafficStats()
         self._inbox = {p: collections.deque() for p in self.peers}
 
@@ -104,7 +105,7 @@ class Channel(ABC):
         """Tell every peer that this party stops (best effort)."""
         for p in self.peers:
             try:
-                self._send_frames(p, frames.encode_control("abort", reason=reason[:500]))
+                self._send_frames(p, frames.encode_control("abort", reason=reason[:500], j=self.session))
             except Exception:  # noqa: BLE001 - the peer may already be gone
                 pass
 
@@ -120,7 +121,7 @@ class Channel(ABC):
         self._check_peer(peer)
         if is_field is None:  # a uint64 array with a trailing axis of 2 is taken for field elements
             is_field = array.dtype == np.uint64 and array.ndim >= 2 and array.shape[-1] == 2
-        msg = frames.encode_data(tag, array, is_field)
+        msg = frames.encode_data(tag, array, is_field, self.session)
         self._send_frames(peer, msg)
         self.stats.now.bytes_sent += array.nbytes + len(msg[0])
         self.stats.now.messages_sent += 1
@@ -192,9 +193,11 @@ class Channel(ABC):
         parsed = frames.decode_header(bytes(msg_frames[0]), sender)
         if isinstance(parsed, tuple):
             kind, obj = parsed
-            if kind == "control" and obj.get("c") == "abort":
+            if obj.get("c") == "abort" and obj.get("j") == self.session:
                 raise PeerAborted(f"{self.me}: peer {sender} stopped: {str(obj.get('reason', ''))[:500]}")
-            return  # heartbeats and unknown control kinds only prove liveness
+            return  # heartbeats, other jobs' aborts and unknown control kinds only prove liveness
+        if parsed.session != self.session:
+            return  # a stale message of another job
         array = frames.decode_payload(parsed, [memoryview(f) for f in msg_frames[1:]], sender)
         self._inbox[sender].append((parsed, array))
 

@@ -50,14 +50,20 @@ class Header:
     dtype: str
     shape: tuple
     nbytes: int
+    session: str | None = None
 
 
-def encode_data(tag: str, array: np.ndarray, is_field: bool) -> list:
-    """Header and zero-copy payload chunks for one array."""
+def encode_data(tag: str, array: np.ndarray, is_field: bool, session: str | None = None) -> list:
+    """Header and zero-copy payload chunks for one array.
+
+    `session` (a job id) lets a receiver drop stale messages of an earlier job."""
     array = np.ascontiguousarray(array)
     code = dtype_code(array, is_field)
     shape = array.shape[:-1] if is_field else array.shape
-    header = msgpack.packb({"t": tag, "d": code, "s": list(shape), "n": array.nbytes})
+    head = {"t": tag, "d": code, "s": list(shape), "n": array.nbytes}
+    if session is not None:
+        head["j"] = session
+    header = msgpack.packb(head)
     raw = memoryview(array).cast("B") if array.nbytes else memoryview(b"")
     chunks = [raw[i:i + CHUNK_BYTES] for i in range(0, array.nbytes, CHUNK_BYTES)] or [raw]
     return [header] + chunks
@@ -100,7 +106,10 @@ def decode_header(raw: bytes, sender: str, max_payload: int = DEFAULT_MAX_PAYLOA
     if expected > max_payload:
         raise ProtocolError(f"message from {sender} (tag {tag}) is {expected} bytes, over the "
                             f"{max_payload}-byte limit")
-    return Header(tag, code, tuple(shape), nbytes)
+    session = obj.get("j")
+    if session is not None and not isinstance(session, str):
+        raise ProtocolError(f"header from {sender} (tag {tag}): bad session {session!r}")
+    return Header(tag, code, tuple(shape), nbytes, session)
 
 
 def decode_payload(header: Header, chunks: list, sender: str) -> np.ndarray:

@@ -120,12 +120,15 @@ class ZmqChannel(Channel):
         Seconds between heartbeats.
     startup_grace : float
         Extra seconds allowed for a peer's first sign of life.
+    session : str, optional
+        Job id stamped on every message; messages of other jobs are dropped.
     """
 
     def __init__(self, me, router, peers: dict, *, context, keys=None, peer_keys=None,
                  ring: KeyRing | None = None, timeout: float = 10.0, heartbeat: float = 1.0,
-                 startup_grace: float = 30.0, log: logging.Logger | None = None):
-        super().__init__(me, peers.keys())
+                 startup_grace: float = 30.0, log: logging.Logger | None = None,
+                 session: str | None = None):
+        super().__init__(me, peers.keys(), session)
         self.log = log or logging.getLogger(f"mpcgwas.net.{me}")
         self.context = context
         self.router = router
