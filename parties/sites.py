@@ -40,7 +40,8 @@ Conventions, the same in every file:
 Tables, the ``.fam``/``.bim`` and the ``.bed`` header and size are read and
 checked when the site is read (:func:`read_site`), so a bad folder fails before
 anything is submitted; genotype blocks are read on demand
-(:meth:`Site.genotype_block`), so memory stays bounded by one block.
+(:meth:`Site.genotype_block`), so memory stays bounded by one block.  Arrays
+returned from tables are read-only (copy before changing them in place).
 """
 from __future__ import annotations
 
