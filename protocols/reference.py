@@ -45,7 +45,7 @@ __all__ = [
     "SeparationError", "CollinearityError",
     "GenotypeIndicators", "genotype_indicators",
     "FreqResult", "freq",
-    "QcResult", "qc",
+    "QcResult", "qc", "hwe_chi2",
     "ld_thin", "orth", "orth_exact", "standardise",
     "PcaResult", "ExactPcaResult", "pca", "pca_exact", "principal_cosines",
     "TrendResult", "trend_test", "neglog10_chi2_sf",

@@ -476,6 +476,56 @@ def test_trend_matches_plink2_glm(plink2, tmp_path, association_data):
     assert np.all(np.sign(beta_alt[clear]) == np.sign(result.r[clear]))
 
 
+def write_sample_table(path, ids, header, rows):
+    with open(path, "w") as fh:
+        fh.write("#FID\tIID\t" + "\t".join(header) + "\n")
+        for sample, row in zip(ids, rows):
+            fh.write(f"{sample}\t{sample}\t" + "\t".join(repr(float(v)) for v in np.atleast_1d(row)) + "\n")
+
+
+def test_binary_phenotype_matches_plink2(plink2, tmp_path, association_data):
+    """Trend test and per-SNP Wald fits on a case/control phenotype, against PLINK 2.
+
+    PLINK 2 reads 1/2 as control/case and runs logistic regression (Firth
+    fallback unless no-firth); 0/1 would read as missing/control.  Coded 3/4
+    the same phenotype is quantitative and gets linear regression.  No
+    missing calls here, so PLINK 2's per-SNP sample sets equal ours.
+    """
+    data = association_data
+    genotypes = np.nan_to_num(data["genotypes"], nan=0.0)
+    keep, y = data["sample_keep"], data["binary"]
+    dosage, missing, het = indicators(genotypes)
+    ids = [f"s{i}" for i in np.flatnonzero(keep)]
+    prefix = write_bed(tmp_path / "binary.bed", genotypes)
+    covariates = data["covariates"][keep]
+    write_sample_table(tmp_path / "covar.txt", ids, ["AGE", "SEX"], covariates)
+    (tmp_path / "keep.txt").write_text("".join(f"{s}\t{s}\n" for s in ids))
+    common = ["--bfile", prefix, "--keep", tmp_path / "keep.txt", "--covar", tmp_path / "covar.txt",
+              "--covar-variance-standardize"]
+
+    write_sample_table(tmp_path / "quant.txt", ids, ["Y"], y[keep] + 3)
+    run_plink2(plink2, *common, "--pheno", tmp_path / "quant.txt", "--glm", "hide-covar",
+               "--out", tmp_path / "linear")
+    linear = read_table(tmp_path / "linear.Y.glm.linear")
+    trend = R.trend_test(dosage, missing, het, y, data["covariates"], None, keep, data["snp_keep"])
+    assert np.corrcoef(-np.log10(linear["P"].astype(float)), trend.neglog10_p)[0, 1] >= 0.9999
+
+    write_sample_table(tmp_path / "case.txt", ids, ["Y"], y[keep] + 1)
+    run_plink2(plink2, *common, "--pheno", tmp_path / "case.txt", "--glm", "hide-covar", "no-firth",
+               "--out", tmp_path / "logistic")
+    logistic = read_table(tmp_path / "logistic.Y.glm.logistic")
+    top = np.argsort(trend.p)[:8]
+    C = np.column_stack([np.ones(keep.sum()), covariates])
+    wald = R.wald_per_snp(dosage, missing, het, y, C, keep, top)
+    sign = np.where(logistic["A1"] == logistic["ALT"], 1.0, -1.0)[top]
+    plink_beta = sign * np.log(logistic["OR"].astype(float)[top])
+    assert np.all(wald.status == "")
+    # PLINK 2 prints 6 significant digits
+    assert np.allclose(wald.beta, plink_beta, rtol=1e-5, atol=1e-6)
+    assert np.allclose(wald.se, logistic["LOG(OR)_SE"].astype(float)[top], rtol=1e-5)
+    assert np.allclose(wald.p, logistic["P"].astype(float)[top], rtol=1e-4)
+
+
 def test_trend_p_values_do_not_underflow():
     neglog = R.neglog10_chi2_sf(np.array([0.0, 10.0, 2000.0, 1e5]))
     assert neglog[0] == 0.0
