@@ -23,42 +23,23 @@ import traceback
 
 import numpy as np
 
-from mpc.context import PartyContext, node_name
+from mpc.context import node_name
 from mpc.errors import PeerAborted
 from mpc.net.channel import InProcessHub
 from mpc.params import Params
-from mpc.prg import new_seed
-from mpc.reveal import RevealPolicy
-from mpc.triples import DEALER, DealerEngine, NodeTuples
+from mpc.triples import DEALER
+from parties.jobs import dealer_job, node_context
 
 
 class ChildError(RuntimeError):
     """A party raised; the message carries its name and traceback."""
 
 
-def _dealer_job(channel, n: int, extra_seeds: dict) -> dict:
-    """Dealer side of one job: hand out seeds, then serve node n-1."""
-    seeds = [new_seed() for _ in range(n)]
-    for i in range(n):
-        channel.send(node_name(i), "seed", np.frombuffer(seeds[i], dtype=np.uint8))
-    engine = DealerEngine(n, {DEALER: seeds, **extra_seeds})
-    engine.serve(channel, node_name(n - 1), new_seed())
-    return {"tuples": engine.tuples_served, "elements": engine.elements_sent,
-            "traffic": channel.stats.as_dict()}
-
-
-def _node_context(channel, index: int, n: int, params: Params, policy: dict | None,
-                  extra_seeds: dict, job: str, emit=None) -> PartyContext:
-    seed = channel.recv(DEALER, "seed", dtype="u8", shape=(16,), count_round=False).tobytes()
-    seeds = {DEALER: seed, **{owner: s[index] for owner, s in extra_seeds.items()}}
-    tuples = NodeTuples(index, n, seeds, channel if index == n - 1 else None)
-    return PartyContext(params, index, n, channel, tuples, RevealPolicy(policy or {}), job=job, emit=emit)
-
-
 def _run_node(channel, index, n, fn, args, params, policy, extra_seeds, job):
     outputs = []
-    ctx = _node_context(channel, index, n, params, policy, extra_seeds, job,
-                        emit=lambda name, share, meta: outputs.append((name, share.copy(), meta)))
+    own = {owner: s[index] for owner, s in extra_seeds.items()}
+    ctx = node_context(channel, index, n, params, policy, own, job,
+                       emit=lambda name, share, meta: outputs.append((name, share.copy(), meta)))
     result = fn(ctx, *args)
     ctx.tuples.finish()
     return {"result": result, "outputs": outputs, "traffic": channel.stats.as_dict()}
@@ -80,7 +61,7 @@ def run_threads(n: int, fn, args=(), *, params: Params | None = None, policy: di
         ch = hub.channel(names[i])
         try:
             if i == n:
-                results[i] = _dealer_job(ch, n, extra_seeds)
+                results[i] = dealer_job(ch, n, extra_seeds)
             else:
                 results[i] = _run_node(ch, i, n, fn, args, params, policy, extra_seeds, "job")
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
@@ -126,12 +107,14 @@ def _child_main(role: str, index: int, n: int, conn, fn, args, params, policy, e
         book, public_keys = conn.recv()
         if curve:
             ring.update(public_keys)
+        conn.send("ready")  # nobody connects before every party admits every key
+        conn.recv()
         peers = {p: ep for p, ep in book.items() if p != name}
         channel = ZmqChannel(name, router, peers, context=context, keys=keys, peer_keys=public_keys,
                              ring=ring, timeout=timeout, heartbeat=min(1.0, timeout / 4))
         try:
             if role == "dealer":
-                out = _dealer_job(channel, n, extra_seeds)
+                out = dealer_job(channel, n, extra_seeds)
             else:
                 out = _run_node(channel, index, n, fn, args, params, policy, extra_seeds, "job")
             conn.send(("ok", out))
@@ -179,6 +162,15 @@ def run_processes(n: int, fn, args=(), *, params: Params | None = None, policy: 
             book[got_name], keys[got_name] = endpoint, public
         for conn in conns.values():
             conn.send((book, keys if curve else None))
+        for name, conn in conns.items():
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise ChildError(f"{name} did not get ready within {timeout} s")
+            try:
+                conn.recv()
+            except EOFError:
+                raise ChildError(f"{name} exited during start-up (exit code {procs[name].exitcode})") from None
+        for conn in conns.values():
+            conn.send("go")
         if on_started is not None:
             on_started({name: p.pid for name, p in procs.items()})
         results, errors = {}, []
