@@ -190,7 +190,8 @@ class Channel(ABC):
 
     def _deliver(self, sender: str, msg_frames: list) -> None:
         """Validate one incoming message and queue it (or act on a control message)."""
-        parsed = frames.decode_header(bytes(msg_frames[0]), sender)
+        route = f"{sender} to {self.me}"  # errors name both ends of the link
+        parsed = frames.decode_header(bytes(msg_frames[0]), route)
         if isinstance(parsed, tuple):
             kind, obj = parsed
             if obj.get("c") == "abort" and obj.get("j") == self.session:
@@ -198,7 +199,7 @@ class Channel(ABC):
             return  # heartbeats, other jobs' aborts and unknown control kinds only prove liveness
         if parsed.session != self.session:
             return  # a stale message of another job
-        array = frames.decode_payload(parsed, [memoryview(f) for f in msg_frames[1:]], sender)
+        array = frames.decode_payload(parsed, [memoryview(f) for f in msg_frames[1:]], route)
         self._inbox[sender].append((parsed, array))
 
 

@@ -99,7 +99,11 @@ def decode_header(raw: bytes, sender: str, max_payload: int = DEFAULT_MAX_PAYLOA
         raise ProtocolError(f"header from {sender} (tag {tag}): bad shape {shape!r}")
     dt, trail = DTYPES[code]
     full = tuple(shape) + ((trail,) if trail else ())
-    expected = int(np.prod(full, dtype=np.int64)) * dt.itemsize
+    # Python integers: a product of eight 40-bit extents overflows int64 (and
+    # could wrap to a small number that an attacker's "n" then matches).
+    expected = dt.itemsize
+    for extent in full:
+        expected *= extent
     if not isinstance(nbytes, int) or nbytes != expected:
         raise ProtocolError(f"header from {sender} (tag {tag}): payload size {nbytes!r} does not match "
                             f"dtype {code} shape {tuple(shape)} ({expected} bytes)")

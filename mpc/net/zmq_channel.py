@@ -11,8 +11,10 @@ Liveness: a heartbeat thread sends a control message to every peer every
 ``heartbeat`` seconds over its own DEALER sockets (routing id ``name#hb``).
 While a party waits for a peer, any message from that peer (data or
 heartbeat) proves it alive; after ``timeout`` seconds of silence the wait
-raises PeerTimeout naming the peer, the step and the phase.  A party that
-fails sends an abort control message so the others stop at once.
+raises PeerTimeout naming the peer, the step and the phase.  A dropped TCP
+connection (the peer's process died) fails the wait sooner, after
+``disconnect_grace`` seconds without a message.  A party that fails sends an
+abort control message so the others stop at once.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import time
 
 import zmq
 import zmq.auth.thread
+from zmq.utils.monitor import recv_monitor_message
 
 from mpc.errors import PeerTimeout
 from mpc.net import frames
@@ -122,12 +125,15 @@ class ZmqChannel(Channel):
         Extra seconds allowed for a peer's first sign of life.
     session : str, optional
         Job id stamped on every message; messages of other jobs are dropped.
+    disconnect_grace : float
+        Seconds a wait for a peer whose TCP connection dropped may still last
+        without a message from it (capped at `timeout`).
     """
 
     def __init__(self, me, router, peers: dict, *, context, keys=None, peer_keys=None,
                  ring: KeyRing | None = None, timeout: float = 10.0, heartbeat: float = 1.0,
                  startup_grace: float = 30.0, log: logging.Logger | None = None,
-                 session: str | None = None):
+                 session: str | None = None, disconnect_grace: float = 2.0):
         super().__init__(me, peers.keys(), session)
         self.log = log or logging.getLogger(f"mpcgwas.net.{me}")
         self.context = context
@@ -141,8 +147,17 @@ class ZmqChannel(Channel):
             name: make_client(context, ep, me, keys, (peer_keys or {}).get(name))
             for name, ep in peers.items()
         }
+        # A peer whose process dies closes its TCP connections: the monitor of
+        # our link to it reports the disconnection at once, and a wait for it
+        # fails after disconnect_grace seconds without a message (time for data
+        # still in flight), instead of after the full timeout.
+        self.disconnect_grace = min(disconnect_grace, timeout)
+        self._monitors = {name: sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                          for name, sock in self.dealers.items()}
+        self._lost = {}
         now = time.monotonic()
         self.last_seen = {p: now + startup_grace for p in self.peers}
+        self._heard = {p: 0.0 for p in self.peers}
         self._stop = threading.Event()
         self._hb = threading.Thread(target=self._heartbeat_loop,
                                     args=(dict(peers), peer_keys, heartbeat),
@@ -150,6 +165,8 @@ class ZmqChannel(Channel):
         self._hb.start()
         self._poller = zmq.Poller()
         self._poller.register(router, zmq.POLLIN)
+        for monitor in self._monitors.values():
+            self._poller.register(monitor, zmq.POLLIN)
 
     # -- heartbeats
     def _heartbeat_loop(self, peers, peer_keys, interval):
@@ -188,33 +205,65 @@ class ZmqChannel(Channel):
             return None
         return base
 
+    def _drain(self) -> None:
+        """Move every message waiting in the ROUTER into the inboxes."""
+        while True:
+            try:
+                msg = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(msg) < 2:
+                continue
+            sender = self._identify(msg)
+            if sender is None:
+                continue
+            now = time.monotonic()
+            self.last_seen[sender] = now
+            self._heard[sender] = now
+            self._deliver(sender, msg[1:])
+
+    def _watch_links(self) -> None:
+        """Note TCP disconnections (and reconnections) of our link to each peer."""
+        for peer, monitor in self._monitors.items():
+            while True:
+                try:
+                    event = recv_monitor_message(monitor, flags=zmq.NOBLOCK)["event"]
+                except zmq.Again:
+                    break
+                if event == zmq.EVENT_DISCONNECTED:
+                    self._lost.setdefault(peer, time.monotonic())
+                elif event == zmq.EVENT_CONNECTED:
+                    self._lost.pop(peer, None)
+
     def _pump(self, peer, tag):
         while True:
+            # Drain first: a party back from a long computation finds its
+            # peers' heartbeats queued in the socket, not a stale last_seen.
+            self._drain()
+            self._watch_links()
+            if self._inbox[peer]:
+                return
             now = time.monotonic()
             silent = now - self.last_seen[peer]
             if silent > self.timeout:
                 raise PeerTimeout(f"{self.me}: peer {peer} silent for {silent:.1f} s (limit {self.timeout} s) "
                                   f"while waiting for step {tag!r} in phase {self.stats.current}")
-            events = dict(self._poller.poll(timeout=250))
-            if self.router not in events:
-                continue
-            while True:
-                try:
-                    msg = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                if len(msg) < 2:
-                    continue
-                sender = self._identify(msg)
-                if sender is None:
-                    continue
-                self.last_seen[sender] = time.monotonic()
-                self._deliver(sender, msg[1:])
-            if self._inbox[peer]:
-                return
+            lost = self._lost.get(peer)
+            if lost is not None and now - max(lost, self._heard[peer]) > self.disconnect_grace:
+                raise PeerTimeout(f"{self.me}: peer {peer} closed its connection {now - lost:.1f} s ago and "
+                                  f"sent nothing since, while waiting for step {tag!r} in phase "
+                                  f"{self.stats.current}")
+            self._poller.poll(timeout=250)  # wakes on a message or a link event
 
     def close(self) -> None:
         self._stop.set()
         self._hb.join(timeout=5)
+        for peer, monitor in self._monitors.items():
+            try:
+                self.dealers[peer].disable_monitor()
+            except zmq.ZMQError:
+                pass
+            monitor.close(0)
+        self._monitors = {}
         for s in self.dealers.values():
             s.close()
