@@ -72,11 +72,13 @@ class PartyContext:
 
     @contextmanager
     def phase(self, name: str):
-        """Account traffic to `name` and report progress."""
-        self.progress(name, 0, 1)
+        """Account traffic to `name` and report its start and end as progress
+        (done = total = 0 at the start, -1 at the end; protocols report steps
+        in between with ctx.progress(name, done, total))."""
+        self.progress(name, 0, 0)
         with self.channel.stats.phase(name):
             yield
-        self.progress(name, 1, 1)
+        self.progress(name, -1, -1)
 
     # ------------------------------------------------------------ opening
     def open_many(self, shares: list, tag: str = "open") -> list:

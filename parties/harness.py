@@ -130,6 +130,18 @@ def _child_main(role: str, index: int, n: int, conn, fn, args, params, policy, e
         context.term()
 
 
+def _exit_status(p) -> str:
+    code = p.exitcode
+    if code is None:
+        return "stopped responding (still running)"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name} (exit code {code})"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
+
+
 def run_processes(n: int, fn, args=(), *, params: Params | None = None, policy: dict | None = None,
                   extra_seeds: dict | None = None, timeout: float = 120.0, peer_timeout: float = 10.0,
                   curve: bool = True, full: bool = False, on_started=None):
@@ -142,6 +154,7 @@ def run_processes(n: int, fn, args=(), *, params: Params | None = None, policy: 
     ctx = mp.get_context("spawn")
     procs, conns = {}, {}
     roles = [("node", i) for i in range(n)] + [("dealer", n)]
+    deadline = float("inf")
     try:
         for role, i in roles:
             parent, child = ctx.Pipe()
@@ -185,7 +198,8 @@ def run_processes(n: int, fn, args=(), *, params: Params | None = None, policy: 
                 try:
                     msg = conn.recv()
                 except EOFError:
-                    msg = ("error", f"process exited with code {procs[name].exitcode} without a result", "")
+                    procs[name].join(timeout=1)  # reap it, so the exit code is known
+                    msg = ("error", f"process {_exit_status(procs[name])} without a result", "")
                 del pending[name]
                 if msg[0] == "ok":
                     results[name] = msg[1]
@@ -193,7 +207,7 @@ def run_processes(n: int, fn, args=(), *, params: Params | None = None, policy: 
                     errors.append((name, msg[1], msg[2]))
             for name in list(pending):
                 if not procs[name].is_alive() and not pending[name].poll():
-                    errors.append((name, f"process died (exit code {procs[name].exitcode})", ""))
+                    errors.append((name, f"process {_exit_status(procs[name])}", ""))
                     del pending[name]
         if errors:
             causes = [e for e in errors if "stopped:" not in e[1]] or errors
@@ -203,12 +217,14 @@ def run_processes(n: int, fn, args=(), *, params: Params | None = None, policy: 
         ordered = [results[node_name(i)] for i in range(n)] + [results[DEALER]]
         return ordered if full else [r["result"] for r in ordered[:n]]
     finally:
-        for p in procs.values():
-            p.join(timeout=2)
-        for p in procs.values():
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-                p.join(timeout=2)
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGKILL)
-                p.join(timeout=2)
+        # One grace period for all (not 2 s each), none after the hard timeout.
+        grace = 0.0 if time.monotonic() >= deadline else 2.0
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                for p in procs.values():
+                    if p.is_alive():
+                        os.kill(p.pid, sig)
+            until = time.monotonic() + grace
+            for p in procs.values():
+                p.join(timeout=max(0.0, until - time.monotonic()))
+            grace = 2.0

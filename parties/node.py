@@ -1,0 +1,275 @@
+"""The computation node daemon: stores submissions, runs analyses for the analyst.
+
+Sockets: a *peer* ROUTER (other nodes and the dealer, used by jobs) and a
+*service* ROUTER (providers and analysts).  With CurveZMQ both admit only the
+study's keys; each request is attributed to the authenticated party, and
+what it may ask depends on its role:
+
+- providers: ``submit_begin``, ``submit_array``, ``submit_commit``,
+  ``submit_abort`` (their own data only);
+- analysts: ``status``, ``run``;
+- anyone in the study: ``ping``.
+
+A job runs in a worker thread with its own channel on the peer socket
+(messages stamped with the job id); the service loop stays responsive and
+forwards the job's progress, result shares and final status to the analyst
+who started it.  SIGTERM stops the daemon cleanly: a running job is aborted
+(its peers stop too) and half-received submissions are discarded.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from mpc.errors import MpcError, ProtocolError, StorageError
+from mpc.net.zmq_channel import ZmqChannel, make_server
+from parties.analyses import ANALYSES
+from parties.cohort import SnpInfo, StoredCohort
+from parties.jobs import node_context
+from parties.service import ServiceServer, daemon_context, unpack
+from parties.storage import NodeStore
+from parties.study import DEALER
+
+
+class NodeDaemon:
+    """One computation node of a study.
+
+    Parameters
+    ----------
+    study : parties.study.Study
+    index : int
+    data_dir : path
+    key_file : path, optional (default: the study's key directory)
+    """
+
+    def __init__(self, study, index: int, data_dir, key_file=None):
+        self.study = study
+        self.index = index
+        self.me = study.node(index).name
+        self.log = logging.getLogger(f"mpcgwas.{self.me}")
+        self.store = NodeStore(data_dir)
+        self.context, self.keys, self.ring, self.auth = daemon_context(study, self.me, self.log, key_file)
+        ep = study.node(index)
+        self.peer_router = make_server(self.context, ep.peer, self.keys)
+        self.service = ServiceServer(self.context, ep.service, self.keys, self.ring, self.log)
+        self.uploads = {}          # provider -> Staging
+        self.job = None            # (job id, analyst ident, thread)
+        self.events = queue.Queue()
+        self.stop = threading.Event()
+        self.log.info("%s listening: peers on %s, service on %s", self.me, ep.peer, ep.service)
+
+    # ------------------------------------------------------------ main loop
+    def serve_forever(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self._forward_events()
+                got = self.service.recv(100)
+                if got is None:
+                    continue
+                ident, name, frames_ = got
+                try:
+                    cmd, array = unpack(frames_, name)
+                    reply = self.handle(name, ident, cmd, array)
+                except (MpcError, ValueError, KeyError, TypeError) as exc:
+                    self.log.warning("request from %s refused: %s", name, exc)
+                    reply = {"ok": False, "error": str(exc)}
+                if reply is not None:
+                    self.service.reply(ident, reply)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for st in self.uploads.values():
+            st.abort()
+        self.uploads.clear()
+        if self.job is not None:
+            self.job["cancel"].set()
+            self.job["thread"].join(timeout=self.study.timeout + 5)
+            self._forward_events()
+        self.service.close()
+        self.peer_router.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.context.term()
+        self.log.info("%s stopped", self.me)
+
+    # ------------------------------------------------------------ requests
+    def handle(self, name: str, ident: bytes, cmd: dict, array):
+        role = self.study.role_of(name)
+        op = cmd.get("cmd")
+        if role is None:
+            raise ProtocolError(f"{name!r} is not a party of this study")
+        if op == "ping":
+            return {"ok": True, "node": self.me}
+        if role == "provider" and op in ("submit_begin", "submit_array", "submit_commit", "submit_abort"):
+            return getattr(self, "_" + op)(name, cmd, array)
+        if role == "analyst" and op == "status":
+            return self._status()
+        if role == "analyst" and op == "run":
+            return self._run(name, ident, cmd)
+        raise ProtocolError(f"{role} {name} may not ask for {op!r}")
+
+    def _status(self):
+        subs = {p: {"submission": s["submission"], "n_samples": s["n_samples"],
+                    "n_snps": s.get("n_snps", 0), "tables": sorted(s.get("tables", {})),
+                    "fingerprint": s.get("snps_fingerprint")}
+                for p, s in self.store.list().items()}
+        return {"ok": True, "node": self.me, "submissions": subs, "busy": self.job is not None}
+
+    def _submit_begin(self, provider, cmd, array):
+        if self.job is not None:
+            raise StorageError(f"{self.me} is running a job; submit when it has finished")
+        meta = dict(cmd["meta"])
+        if meta.get("provider") != provider:
+            raise ProtocolError(f"{provider} may only submit its own data")
+        stored = self.store.list()
+        if provider in stored and not cmd.get("replace"):
+            raise StorageError(f"provider {provider} has already submitted "
+                               f"({stored[provider]['submission']}); use --replace to replace it")
+        snps_text = bytes(array).decode() if array is not None else ""
+        if meta.get("n_snps"):
+            mine = SnpInfo(snps_text)
+            if len(mine) != meta["n_snps"]:
+                raise ProtocolError(f"{provider}: SNP list has {len(mine)} rows, meta says {meta['n_snps']}")
+            for other, sub in stored.items():
+                if other == provider or not sub.get("n_snps"):
+                    continue
+                msg = _first_snp_mismatch(SnpInfo(sub.text("snps.tsv")), mine, other, provider)
+                if msg:
+                    raise StorageError(f"SNP lists disagree: {msg}")
+        old = self.uploads.pop(provider, None)
+        if old is not None:
+            old.abort()
+        meta["seed"] = str(cmd["seed"])
+        if len(bytes.fromhex(meta["seed"])) != 16:
+            raise ProtocolError("bad seed")
+        meta["snps_fingerprint"] = hashlib.sha256(snps_text.encode()).hexdigest()
+        staging = self.store.begin(provider, meta)
+        staging.replace = bool(cmd.get("replace"))
+        staging.write_text("snps.tsv", snps_text)
+        self.uploads[provider] = staging
+        return {"ok": True}
+
+    def _submit_array(self, provider, cmd, array):
+        staging = self.uploads.get(provider)
+        if staging is None:
+            raise ProtocolError(f"{provider}: submit_array without submit_begin")
+        name = str(cmd.get("name", ""))
+        if array is None or not name or ".." in name or name.startswith("/"):
+            raise ProtocolError(f"{provider}: malformed submit_array")
+        staging.write_array(name, np.array(array))
+        return {"ok": True}
+
+    def _submit_commit(self, provider, cmd, array):
+        staging = self.uploads.pop(provider, None)
+        if staging is None:
+            raise ProtocolError(f"{provider}: submit_commit without submit_begin")
+        target = staging.commit(replace=staging.replace)
+        self.log.info("stored submission %s of %s at %s", staging.meta["submission"], provider, target)
+        return {"ok": True}
+
+    def _submit_abort(self, provider, cmd, array):
+        staging = self.uploads.pop(provider, None)
+        if staging is not None:
+            staging.abort()
+        return {"ok": True}
+
+    # ------------------------------------------------------------ jobs
+    def _run(self, analyst, ident, cmd):
+        if self.job is not None:
+            raise ProtocolError(f"{self.me} is already running job {self.job['id']}")
+        analysis = ANALYSES.get(cmd.get("analysis"))
+        if analysis is None:
+            raise ProtocolError(f"unknown analysis {cmd.get('analysis')!r}")
+        job = str(cmd["job"])
+        wanted = dict(cmd["submissions"])
+        stored = self.store.list()
+        subs = []
+        for provider, sub_id in wanted.items():
+            if provider not in stored or stored[provider]["submission"] != sub_id:
+                raise StorageError(f"{self.me} does not hold submission {sub_id} of {provider}")
+            subs.append(stored[provider])
+        cancel = threading.Event()
+        thread = threading.Thread(target=self._job_main, args=(job, analysis, subs, dict(cmd.get("options", {})),
+                                                                cancel), name=f"job-{job}", daemon=True)
+        self.job = {"id": job, "analyst": ident, "thread": thread, "cancel": cancel}
+        thread.start()
+        return {"ok": True, "job": job}
+
+    def _job_main(self, job, analysis, subs, options, cancel):
+        study = self.study
+        peers = {n.name: n.peer for n in study.nodes if n.name != self.me}
+        peers[DEALER] = study.dealer.peer
+        channel = None
+        start = time.monotonic()
+        try:
+            channel = ZmqChannel(self.me, self.peer_router, peers, context=self.context, keys=self.keys,
+                                 peer_keys=study.public_keys() if self.keys else None, ring=self.ring,
+                                 timeout=study.timeout, heartbeat=min(1.0, study.timeout / 4),
+                                 session=job, log=self.log)
+
+            def emit(name, share, meta):
+                self.events.put(({"event": "output", "name": name, "meta": meta}, np.array(share)))
+
+            def progress(phase, done, total):
+                if cancel.is_set():
+                    raise MpcError(f"{self.me}: job {job} cancelled (node shutting down)")
+                self.events.put(({"event": "progress", "phase": phase, "done": done, "total": total}, None))
+
+            own_seeds = {s["submission"]: bytes.fromhex(s["seed"]) for s in subs}
+            ctx = node_context(channel, self.index, study.n_nodes, study.params, study.policy, own_seeds,
+                               job, emit=emit, log=self.log, progress=progress)
+            cohort = StoredCohort(ctx, subs)
+            public = analysis.node(ctx, cohort, options)
+            ctx.tuples.finish()
+            self.events.put(({"event": "done", "public": public if self.index == 0 else {},
+                              "traffic": channel.stats.as_dict(), "reveals": ctx.policy.records,
+                              "seconds": time.monotonic() - start}, None))
+            self.log.info("job %s (%s) done in %.1f s", job, analysis.name, time.monotonic() - start)
+        except BaseException as exc:  # noqa: BLE001 - reported to the analyst, daemon lives on
+            self.log.error("job %s failed: %s", job, exc)
+            self.log.debug("%s", traceback.format_exc())
+            if channel is not None:
+                channel.abort(f"{self.me}: {type(exc).__name__}: {exc}")
+            self.events.put(({"event": "error", "message": f"{self.me}: {exc}"}, None))
+        finally:
+            if channel is not None:
+                channel.close()
+            self.events.put((None, None))  # job over
+
+    def _forward_events(self) -> None:
+        while True:
+            try:
+                event, array = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if self.job is None:
+                continue
+            if event is None:
+                self.job["thread"].join(timeout=5)
+                self.job = None
+                continue
+            self.service.reply(self.job["analyst"], {"ok": True, **event}, array)
+
+
+def _first_snp_mismatch(a, b, name_a, name_b):
+    """A message naming the first SNP where two lists differ, or None."""
+    if len(a) != len(b):
+        return f"{name_a} has {len(a)} SNPs, {name_b} has {len(b)}"
+    fields = ("id", "chrom", "pos", "ref", "alt")
+    differ = np.zeros(len(a), dtype=bool)
+    for f in fields:
+        differ |= getattr(a, f) != getattr(b, f)
+    if not differ.any():
+        return None
+    j = int(np.argmax(differ))
+    parts = [f"{f} {getattr(a, f)[j]} at {name_a} vs {getattr(b, f)[j]} at {name_b}"
+             for f in fields if getattr(a, f)[j] != getattr(b, f)[j]]
+    return f"SNP #{j + 1} ({a.id[j]}): " + "; ".join(parts)

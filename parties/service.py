@@ -1,0 +1,172 @@
+"""Requests and replies between clients (providers, analysts) and daemons.
+
+A message is ``[command]`` or ``[command, array header, chunk, ...]``: the
+command is a small msgpack map (``{"cmd": "status"}``, ``{"event": "progress",
+...}``), optionally followed by one array in the channel wire format
+(mpc.net.frames).  Everything from the network is validated before use; a
+malformed message gets an error reply and never crashes a daemon.
+
+``ServiceClient`` is a DEALER socket to one daemon (CURVE client when the
+study uses CurveZMQ) with bounded waits: a daemon that does not answer within
+the timeout is reported by name ("is it running?").
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import msgpack
+import numpy as np
+import zmq
+
+from mpc.errors import MpcError, ProtocolError
+from mpc.net import frames
+from mpc.net.zmq_channel import KeyRing, make_client, make_server, start_authenticator
+
+MAX_COMMAND_BYTES = 1 << 20
+
+
+class ServiceError(MpcError):
+    """A daemon refused or failed a request; the message says why."""
+
+
+def pack(cmd: dict, array: np.ndarray | None = None, is_field: bool = True) -> list:
+    out = [msgpack.packb(cmd)]
+    if array is not None:
+        out += frames.encode_data(cmd.get("name", "array"), array, is_field)
+    return out
+
+
+def unpack(msg: list, sender: str, max_payload: int = frames.DEFAULT_MAX_PAYLOAD):
+    """(command dict, array or None) from message frames; ProtocolError if malformed."""
+    if not msg:
+        raise ProtocolError(f"empty message from {sender}")
+    raw = bytes(msg[0])
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise ProtocolError(f"command from {sender} is {len(raw)} bytes (limit {MAX_COMMAND_BYTES})")
+    try:
+        cmd = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=1 << 16)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types on garbage
+        raise ProtocolError(f"malformed command from {sender}: {exc}") from None
+    if not isinstance(cmd, dict):
+        raise ProtocolError(f"malformed command from {sender}: not a map")
+    array = None
+    if len(msg) > 1:
+        header = frames.decode_header(bytes(msg[1]), sender, max_payload)
+        if not isinstance(header, frames.Header):
+            raise ProtocolError(f"malformed array header from {sender}")
+        array = frames.decode_payload(header, [memoryview(f) for f in msg[2:]], sender)
+    return cmd, array
+
+
+class ServiceServer:
+    """A daemon's service socket: a ROUTER that knows who is speaking.
+
+    With CurveZMQ the authenticated key names the client (study key ring);
+    without it (plaintext mode) the client's routing id is trusted."""
+
+    def __init__(self, context, endpoint: str, keys, ring: KeyRing | None, log: logging.Logger):
+        self.sock = make_server(context, endpoint, keys, linger=1000)
+        self.ring = ring
+        self.curve = keys is not None
+        self.log = log
+
+    def recv(self, timeout_ms: int):
+        """(client routing id, client name, frames) or None on timeout."""
+        if not self.sock.poll(timeout_ms):
+            return None
+        msg = self.sock.recv_multipart(copy=False)
+        if len(msg) < 2:
+            return None
+        ident = bytes(msg[0])
+        claimed = ident.decode("utf-8", "replace")
+        if self.curve:
+            try:
+                user = msg[1].get("User-Id")
+            except zmq.ZMQError:
+                user = None
+            name = self.ring.name_of(user) if user else None
+            if name is None or name != claimed:
+                self.log.warning("dropped a request whose routing id %r does not match its key", claimed)
+                return None
+        else:
+            name = claimed
+        return ident, name, msg[1:]
+
+    def reply(self, ident: bytes, cmd: dict, array: np.ndarray | None = None, is_field: bool = True):
+        self.sock.send_multipart([ident] + pack(cmd, array, is_field), copy=False)
+
+    def close(self):
+        self.sock.close()
+
+
+class ServiceClient:
+    """A client's connection to one daemon's service socket."""
+
+    def __init__(self, context, endpoint: str, me: str, peer: str, keys=None, server_key=None,
+                 timeout: float = 30.0):
+        self.peer = peer
+        self.timeout = timeout
+        self.sock = make_client(context, endpoint, me, keys, server_key, linger=2000)
+
+    def send(self, cmd: dict, array: np.ndarray | None = None, is_field: bool = True) -> None:
+        self.sock.send_multipart(pack(cmd, array, is_field), copy=False)
+
+    def recv(self, timeout: float | None = None):
+        """(reply, array) or ServiceError if the daemon is silent for `timeout` s."""
+        timeout = self.timeout if timeout is None else timeout
+        if not self.sock.poll(int(timeout * 1000)):
+            raise ServiceError(f"no answer from {self.peer} within {timeout:g} s (is it running?)")
+        reply, array = unpack(self.sock.recv_multipart(copy=False), self.peer)
+        return reply, array
+
+    def call(self, cmd: dict, array: np.ndarray | None = None, timeout: float | None = None,
+             is_field: bool = True):
+        """Send a request and return (reply, array); a refusal raises ServiceError."""
+        self.send(cmd, array, is_field)
+        reply, out = self.recv(timeout)
+        if not reply.get("ok", False):
+            raise ServiceError(f"{self.peer}: {reply.get('error', 'request refused')}")
+        return reply, out
+
+    def close(self):
+        self.sock.close()
+
+
+class ClientContext:
+    """A zmq context (with ZAP) for a client talking to the daemons of a study."""
+
+    def __init__(self, study, me: str, key_file=None):
+        self.study = study
+        self.me = me
+        self.context = zmq.Context()
+        self.keys = study.load_keys(me, key_file)
+        self.started = time.monotonic()
+
+    def client(self, peer: str, endpoint: str, timeout: float = 30.0) -> ServiceClient:
+        server_key = self.study.public_keys()[peer] if self.keys else None
+        return ServiceClient(self.context, endpoint, self.me, peer, self.keys, server_key, timeout)
+
+    def node(self, i: int, timeout: float = 30.0) -> ServiceClient:
+        ep = self.study.node(i)
+        return self.client(ep.name, ep.service, timeout)
+
+    def dealer(self, timeout: float = 30.0) -> ServiceClient:
+        return self.client(self.study.dealer.name, self.study.dealer.service, timeout)
+
+    def close(self):
+        self.context.destroy(linger=1000)
+
+
+def daemon_context(study, me: str, log: logging.Logger, key_file=None):
+    """(zmq context, keys, key ring, authenticator) for a daemon of the study."""
+    context = zmq.Context()
+    keys = study.load_keys(me, key_file)
+    ring, auth = None, None
+    if keys is not None:
+        ring = KeyRing(study.public_keys())
+        auth = start_authenticator(context, ring, log)
+    else:
+        log.warning("PLAINTEXT MODE: CurveZMQ is off in %s; traffic is neither encrypted nor "
+                    "authenticated. Use this only for benchmarks on loopback.", study.path)
+    return context, keys, ring, auth
