@@ -96,7 +96,7 @@ def _agree(statuses: dict) -> dict:
 
 
 def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None = None, key_file=None,
-                 progress: bool = True, timeout: float | None = None) -> dict:
+                 progress: bool = True, timeout: float | None = None, connect_timeout: float = 30.0) -> dict:
     """Run one analysis and write its results under out_dir; returns its summary."""
     if analysis not in ANALYSES:
         raise InputError(f"unknown analysis {analysis!r} (known: {', '.join(sorted(ANALYSES))})")
@@ -111,11 +111,11 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
     start = time.monotonic()
     bars = _Progress(progress)
     try:
-        nodes = [client.node(i, timeout=30.0) for i in range(study.n_nodes)]
+        nodes = [client.node(i, timeout=connect_timeout) for i in range(study.n_nodes)]
         statuses = {c.peer: c.call({"cmd": "status"})[0] for c in nodes}
         submissions = _agree(statuses)
         job = secrets.token_hex(8)
-        client.dealer(timeout=30.0).call({"cmd": "run", "job": job, "submissions": submissions})
+        client.dealer(timeout=connect_timeout).call({"cmd": "run", "job": job, "submissions": submissions})
         for c in nodes:
             c.call({"cmd": "run", "job": job, "analysis": analysis, "options": options,
                     "submissions": submissions})

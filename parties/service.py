@@ -116,7 +116,8 @@ class ServiceClient:
         """(reply, array) or ServiceError if the daemon is silent for `timeout` s."""
         timeout = self.timeout if timeout is None else timeout
         if not self.sock.poll(int(timeout * 1000)):
-            raise ServiceError(f"no answer from {self.peer} within {timeout:g} s (is it running?)")
+            raise ServiceError(f"no answer from {self.peer} within {timeout:g} s "
+                               f"(is it running, and is this party's key in the study?)")
         reply, array = unpack(self.sock.recv_multipart(copy=False), self.peer)
         return reply, array
 
