@@ -217,6 +217,15 @@ class SharedArray:
         """Exact multiplication by 2^k (k may be negative: the inverse of 2^|k|)."""
         return self._like(field.mul_pow2(self.share, k))
 
+    def rescale_exact(self, frac: int) -> "SharedArray":
+        """The same value with `frac` fractional bits, without rounding.
+
+        Going up multiplies by 2^(frac - self.frac); going down multiplies by the
+        field inverse of 2^(self.frac - frac), which is exact only when the
+        encoding is a multiple of it (the caller's guarantee, e.g. a count known
+        to be an integer) — otherwise the result is garbage, not a rounding."""
+        return SharedArray(self.ctx, field.mul_pow2(self.share, frac - self.frac), frac)
+
     def sum(self, axis=None) -> "SharedArray":
         return self._like(field.sum(self.share, axis))
 

@@ -99,9 +99,10 @@ class StoredCohort:
             raise InputError(f"{what} needs {table} from every provider; missing from {', '.join(missing)}")
 
     # ------------------------------------------------------------ Cohort
-    def genotype_block(self, b: int, matrices=("dosage", "missing", "het")) -> dict:
+    def genotype_block(self, b: int, matrices=("imputed", "missing", "het", "mean")) -> dict:
         self.require("genotypes", "this analysis")
-        return {m: [self._masked(s, f"geno/{m}/{b}") for s in self.subs] for m in matrices}
+        frac = {"imputed": self.ctx.params.f, "mean": self.ctx.params.f}
+        return {m: [self._masked(s, f"geno/{m}/{b}", frac.get(m, 0)) for s in self.subs] for m in matrices}
 
     def phenotype(self, name: str):
         self.require("phenotypes", f"phenotype {name!r}")

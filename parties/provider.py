@@ -67,6 +67,25 @@ def survival_counts(table, n_grid: int, resolution: float):
     return counts, strata, groups
 
 
+def impute_site_mean(dosage: np.ndarray, missing: np.ndarray, f: int):
+    """The provider's mean-imputed dosage in fixed point, and the imputed value per SNP.
+
+    mean_j = round(2^f * Σ_obs d_ij / n_obs_j) (0 when nothing is observed) is this
+    site's own ALT dosage mean; the imputed matrix holds d_ij 2^f where observed
+    and mean_j where missing, so ``Σ_i imputed_ij = 2^f alt_j + mean_j miss_j``
+    exactly and the nodes recover exact ALT counts from it.
+
+    Returns (field array (n, m), int64 array (m,))."""
+    d = dosage.astype(np.int64)
+    m = missing.astype(bool)
+    n_obs = (~m).sum(axis=0)
+    alt = d.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n_obs > 0, np.rint(alt * float(2 ** f) / np.maximum(n_obs, 1)), 0).astype(np.int64)
+    values = np.where(m, mean[None, :], d << f)
+    return field.from_int(values), mean
+
+
 def site_arrays(site, params, block_snps: int, n_grid: int, resolution: float):
     """(meta, generator of (name, field array)) for everything the site holds."""
     meta = {"n_samples": int(site.n_samples), "tables": {}}
@@ -79,8 +98,11 @@ def site_arrays(site, params, block_snps: int, n_grid: int, resolution: float):
         if site.has_genotypes:
             for b, (j0, j1) in enumerate(meta["blocks"]):
                 enc = encode_genotypes(site.genotype_block(j0, j1))
-                for name, values in (("dosage", enc.dosage), ("missing", enc.missing), ("het", enc.het)):
-                    yield f"geno/{name}/{b}", field.from_int(values.astype(np.int64))
+                imputed, mean = impute_site_mean(enc.dosage, enc.missing, f)
+                yield f"geno/imputed/{b}", imputed
+                yield f"geno/mean/{b}", field.from_int(mean)
+                yield f"geno/missing/{b}", field.from_int(enc.missing.astype(np.int64))
+                yield f"geno/het/{b}", field.from_int(enc.het.astype(np.int64))
         phen = site.phenotypes()
         if phen:
             kinds = site.phenotype_kinds()

@@ -37,9 +37,16 @@ class Cohort(Protocol):
     snps: object
     blocks: list
 
-    def genotype_block(self, b: int, matrices=("dosage", "missing", "het")) -> dict:
-        """For block b: {matrix: [SharedArray (n_p, j1 - j0) per provider]}, each masked
-        (dosage 0/1/2 with missing as 0, missing 0/1, het 0/1; integers, frac 0)."""
+    def genotype_block(self, b: int, matrices=("imputed", "missing", "het", "mean")) -> dict:
+        """For block b: {name: [SharedArray per provider]}, each masked:
+
+        - ``imputed`` (n_p, B), fixed point (frac f): the ALT dosage where observed and
+          the provider's own mean dosage ``mean`` where missing (site-mean imputation,
+          done by the provider before masking);
+        - ``mean`` (B,), fixed point: that per-SNP imputed value of the provider;
+        - ``missing`` (n_p, B) and ``het`` (n_p, B): 0/1 integers (frac 0).
+
+        The dosage itself is ``imputed - mean * missing`` (exact)."""
 
     def phenotype(self, name: str):
         """(values SharedArray (N,), missing SharedArray (N,) 0/1, kind 'binary'|'quantitative').

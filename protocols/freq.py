@@ -1,41 +1,68 @@
 """Allele frequency and missingness per SNP, pooled over all providers.
 
-Protocol (no communication until the output):
+Protocol (one round in all):
 
-1. For each SNP block and provider, each node sums its shares of the dosage
-   and missing columns (local: the sum of shares is a share of the sum).
-2. The per-provider sums are added: exact integer counts per SNP,
-   ``alt_j = Σ_i d_ij`` and ``miss_j = Σ_i m_ij``.
-3. Both count vectors are output to the analyst (policy entry ``freq.counts``);
-   nodes learn nothing.  The analyst forms ALT_FREQS = alt / (2 (N - miss)),
-   MISSING_RATE = miss / N and OBS_CT = 2 (N - miss) in plaintext.
+1. For each SNP block and provider, each node sums its shares of the imputed
+   dosage and missing columns (local: a sum of shares is a share of the sum):
+   ``S_jp = Σ_i imputed_ij = 2^f alt_jp + mean_jp miss_jp`` and ``miss_jp``.
+2. One batch of Beaver products gives ``mean_jp miss_jp`` for every SNP and
+   provider; ``alt_jp = (S_jp - mean_jp miss_jp) 2^-f`` is exact (the field
+   inverse of 2^f divides an exact multiple).
+3. The pooled counts ``alt_j = Σ_p alt_jp`` and ``miss_j = Σ_p miss_jp`` are
+   output to the analyst (policy entry ``freq.counts``); nodes learn nothing.
+   The analyst forms ALT_FREQS = alt / (2 (N - miss)), MISSING_RATE = miss / N
+   and OBS_CT = 2 (N - miss) in plaintext.
 """
 from __future__ import annotations
 
+from mpc import beaver
 from mpc.reveal import output
 from mpc.shared import concatenate
 
 POLICY = {"freq.counts": ("analyst",)}
 
 
-def allele_counts(ctx, cohort) -> None:
-    """Output per-SNP ALT allele counts and missing-call counts to the analyst.
+def pooled_counts(ctx, cohort, sample_keep=None):
+    """Exact per-SNP ALT and missing counts over (kept) samples, pooled.
 
     Parameters
     ----------
-    ctx : PartyContext
-    cohort : protocols.cohort.Cohort
+    sample_keep : list of bool arrays (one per provider), optional
+        Public row selection; all samples when omitted.
+
+    Returns
+    -------
+    alt, miss : SharedArray (n_snps,), integers (frac 0)
     """
+    sums, pairs = [], []
+    for b in range(len(cohort.blocks)):
+        blocks = cohort.genotype_block(b, ("imputed", "missing", "mean"))
+        for p, (imp, miss, mean) in enumerate(zip(blocks["imputed"], blocks["missing"], blocks["mean"])):
+            if sample_keep is not None:
+                rows = sample_keep[p]
+                imp, miss = imp[rows], miss[rows]
+            s, m = imp.sum(axis=0), miss.sum(axis=0)
+            sums.append((b, s, m))
+            pairs.append((mean, m))
+        ctx.progress("counts", b + 1, len(cohort.blocks))
+    corrections = beaver.mul_many(ctx, pairs)          # mean_jp * miss_jp, frac f (exact)
     alt_blocks, miss_blocks = [], []
+    n_prov = len(cohort.providers)
+    for b in range(len(cohort.blocks)):
+        alt = miss = None
+        for p in range(n_prov):
+            _, s, m = sums[b * n_prov + p]
+            a = (s - corrections[b * n_prov + p]).rescale_exact(0)  # 2^f alt_jp is a multiple of 2^f
+            alt = a if alt is None else alt + a
+            miss = m if miss is None else miss + m
+        alt_blocks.append(alt)
+        miss_blocks.append(miss)
+    return concatenate(alt_blocks), concatenate(miss_blocks)
+
+
+def allele_counts(ctx, cohort) -> None:
+    """Output per-SNP ALT allele counts and missing-call counts to the analyst."""
     with ctx.phase("freq"):
-        for b in range(len(cohort.blocks)):
-            blocks = cohort.genotype_block(b, ("dosage", "missing"))
-            alt = miss = None
-            for dosage, missing in zip(blocks["dosage"], blocks["missing"]):
-                alt = dosage.sum(axis=0) if alt is None else alt + dosage.sum(axis=0)
-                miss = missing.sum(axis=0) if miss is None else miss + missing.sum(axis=0)
-            alt_blocks.append(alt)
-            miss_blocks.append(miss)
-            ctx.progress("freq", b + 1, len(cohort.blocks))
-        output(ctx, concatenate(alt_blocks), "freq.counts", key="alt")
-        output(ctx, concatenate(miss_blocks), "freq.counts", key="missing")
+        alt, miss = pooled_counts(ctx, cohort)
+        output(ctx, alt, "freq.counts", key="alt")
+        output(ctx, miss, "freq.counts", key="missing")
