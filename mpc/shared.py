@@ -34,6 +34,14 @@ class Mask:
     def T(self) -> "Mask":
         return Mask(self.spec.T(), np.ascontiguousarray(self.d.transpose(1, 0, 2)))
 
+    def select(self, rows=None, cols=None) -> "Mask":
+        d = self.d
+        if rows is not None:
+            d = d[np.asarray(rows, dtype=bool)]
+        if cols is not None:
+            d = d[:, np.asarray(cols, dtype=bool)]
+        return Mask(self.spec.select(rows, cols), np.ascontiguousarray(d))
+
 
 class SharedArray:
     """One node's share of a secret field array.
@@ -135,6 +143,24 @@ class SharedArray:
                           np.ascontiguousarray(self._share.transpose(1, 0, 2)),
                           self.frac, None if self.mask is None else self.mask.T())
         return out
+
+    def select(self, rows=None, cols=None) -> "SharedArray":
+        """Public selection of rows / columns (boolean masks) of a 2-D array.
+
+        Unlike indexing, this keeps a mask: products with the selection still
+        reuse the opened d (the dealer selects the same rows of its mask)."""
+        if self.ndim != 2:
+            raise ValueError(f"select: expected a 2-D array, got shape {self.shape}")
+        share = None
+        if self._share is not None:
+            share = self._share
+            if rows is not None:
+                share = share[np.asarray(rows, dtype=bool)]
+            if cols is not None:
+                share = share[:, np.asarray(cols, dtype=bool)]
+            share = np.ascontiguousarray(share)
+        mask = None if self.mask is None else self.mask.select(rows, cols)
+        return SharedArray(self.ctx, share, self.frac, mask)
 
     def __getitem__(self, index) -> "SharedArray":
         if not isinstance(index, tuple):

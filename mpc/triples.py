@@ -48,39 +48,103 @@ class MaskSpec:
     shape : tuple
         Logical shape of the mask as generated.
     transposed : bool
-        The operand is the transpose of the generated mask (2-D only).
+        The operand is the transpose of the (selected) mask (2-D only).
+    rows, cols : bytes or None
+        Public selections of rows / columns of the generated 2-D mask, as
+        packed bit masks (numpy.packbits); None keeps every row / column.
+        The operand is ``generated[rows][:, cols]`` (then transposed).
     """
 
     owner: str
     label: str
     shape: tuple
     transposed: bool = False
+    rows: bytes | None = None
+    cols: bytes | None = None
+
+    def _index(self, axis: int):
+        packed = self.rows if axis == 0 else self.cols
+        if packed is None:
+            return None
+        bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=self.shape[axis])
+        return np.flatnonzero(bits)
+
+    @property
+    def selected_shape(self) -> tuple:
+        shape = list(self.shape)
+        for axis in (0, 1):
+            idx = self._index(axis) if len(shape) == 2 else None
+            if idx is not None:
+                shape[axis] = len(idx)
+        return tuple(shape)
 
     @property
     def operand_shape(self) -> tuple:
-        return tuple(reversed(self.shape)) if self.transposed else tuple(self.shape)
+        shape = self.selected_shape
+        return tuple(reversed(shape)) if self.transposed else shape
 
     def T(self) -> "MaskSpec":
         if len(self.shape) != 2:
             raise ValueError(f"transpose of a {len(self.shape)}-D mask")
-        return MaskSpec(self.owner, self.label, self.shape, not self.transposed)
+        return MaskSpec(self.owner, self.label, self.shape, not self.transposed, self.rows, self.cols)
+
+    def select(self, rows=None, cols=None) -> "MaskSpec":
+        """The spec of operand[rows][:, cols] for boolean masks over the operand's axes."""
+        if len(self.shape) != 2:
+            raise ValueError(f"select on a {len(self.shape)}-D mask")
+        gen_rows, gen_cols = (cols, rows) if self.transposed else (rows, cols)
+        packed = []
+        for axis, sel in ((0, gen_rows), (1, gen_cols)):
+            current = self._index(axis)
+            current = np.arange(self.shape[axis]) if current is None else current
+            if sel is not None:
+                sel = np.asarray(sel, dtype=bool)
+                if sel.shape != current.shape:
+                    raise ValueError(f"select: mask of length {sel.size} for an axis of length {current.size}")
+                current = current[sel]
+            if len(current) == self.shape[axis] and sel is None and (self.rows if axis == 0 else self.cols) is None:
+                packed.append(None)
+            else:
+                bits = np.zeros(self.shape[axis], dtype=np.uint8)
+                bits[current] = 1
+                packed.append(np.packbits(bits).tobytes())
+        return MaskSpec(self.owner, self.label, self.shape, self.transposed, packed[0], packed[1])
+
+    def apply(self, a: np.ndarray) -> np.ndarray:
+        """The operand from the generated mask (or share) a."""
+        if len(self.shape) == 2:
+            r, c = self._index(0), self._index(1)
+            if r is not None:
+                a = a[r]
+            if c is not None:
+                a = a[:, c]
+            if self.transposed:
+                a = a.transpose(1, 0, 2)
+        return np.ascontiguousarray(a)
 
     def to_wire(self) -> list:
-        return [self.owner, self.label, list(self.shape), self.transposed]
+        return [self.owner, self.label, list(self.shape), self.transposed, self.rows, self.cols]
 
     @staticmethod
     def from_wire(obj) -> "MaskSpec":
         try:
-            owner, label, shape, transposed = obj
-            return MaskSpec(str(owner), str(label), tuple(int(s) for s in shape), bool(transposed))
-        except (TypeError, ValueError) as exc:
+            owner, label, shape, transposed = obj[:4]
+            rows, cols = (obj[4], obj[5]) if len(obj) == 6 else (None, None)
+            spec = MaskSpec(str(owner), str(label), tuple(int(s) for s in shape), bool(transposed),
+                            None if rows is None else bytes(rows), None if cols is None else bytes(cols))
+        except (TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed mask spec {obj!r}: {exc}") from None
+        for axis, packed in ((0, spec.rows), (1, spec.cols)):
+            if packed is not None and (len(spec.shape) != 2 or len(packed) != (spec.shape[axis] + 7) // 8):
+                raise ProtocolError(f"mask spec {spec.label}: selection does not fit shape {spec.shape}")
+        if spec.transposed and len(spec.shape) != 2:
+            raise ProtocolError(f"mask spec {spec.label}: only 2-D masks transpose")
+        return spec
 
 
 def mask_share(seed: bytes, spec: MaskSpec) -> np.ndarray:
-    """A node's share of a mask, as the operand (transposed if the spec says)."""
-    a = Prg(seed, spec.label).field(spec.shape)
-    return np.ascontiguousarray(a.transpose(1, 0, 2)) if spec.transposed else a
+    """A node's share of a mask, as the operand (selected and transposed as the spec says)."""
+    return spec.apply(Prg(seed, spec.label).field(spec.shape))
 
 
 # ------------------------------------------------------------ tuple kinds
@@ -315,8 +379,8 @@ class DealerEngine:
         total = None
         for seed in self.seeds[spec.owner]:
             a = Prg(seed, spec.label).field(spec.shape)
-            total = a if total is None else field.add(total, a)
-        return np.ascontiguousarray(total.transpose(1, 0, 2)) if spec.transposed else total
+            total = a if total is None else field.add(total, a, out=total)
+        return spec.apply(total)
 
     def corrections(self, req: dict, private_prg: Prg):
         """(tag, array, is_field) triples to send node n-1 for one request."""
