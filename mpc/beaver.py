@@ -151,21 +151,33 @@ def mul_many(ctx, pairs) -> list:
     return products(ctx, [("mul", x, y) for x, y in pairs])
 
 
-def fixed_products(ctx, items, frac: int | None = None) -> list:
-    """Products followed by truncation back to `frac` fractional bits
-    (default params.f): two rounds for the whole batch."""
-    frac = ctx.params.f if frac is None else frac
+def fixed_products(ctx, items, frac: int | None = None, fmt=None) -> list:
+    """Products followed by truncation back to `frac` fractional bits: two
+    rounds for the whole batch.
+
+    Parameters
+    ----------
+    frac : int, optional
+        Fractional bits of the results (default fmt.f, else params.f).
+    fmt : Params, optional
+        Fixed-point format of the results: every result must satisfy
+        |value| < 2^(fmt.k - 1 - frac), which bounds the truncation's input.
+        Default: the study's params.
+    """
+    fmt = ctx.params if fmt is None else fmt
+    frac = fmt.f if frac is None else frac
     raw = products(ctx, items)
-    return truncate_many(ctx, raw, [z.frac - frac for z in raw])
+    shifts = [z.frac - frac for z in raw]
+    return truncate_many(ctx, raw, shifts, [fmt.k - fmt.f + frac + m for m in shifts])
 
 
-def fmul(x: SharedArray, y: SharedArray, frac: int | None = None) -> SharedArray:
-    return fixed_products(x.ctx, [("mul", x, y)], frac)[0]
+def fmul(x: SharedArray, y: SharedArray, frac: int | None = None, fmt=None) -> SharedArray:
+    return fixed_products(x.ctx, [("mul", x, y)], frac, fmt)[0]
 
 
-def fmatmul(x: SharedArray, y: SharedArray, frac: int | None = None) -> SharedArray:
-    return fixed_products(x.ctx, [("matmul", x, y)], frac)[0]
+def fmatmul(x: SharedArray, y: SharedArray, frac: int | None = None, fmt=None) -> SharedArray:
+    return fixed_products(x.ctx, [("matmul", x, y)], frac, fmt)[0]
 
 
-def fsquare(x: SharedArray, frac: int | None = None) -> SharedArray:
-    return fixed_products(x.ctx, [("square", x, None)], frac)[0]
+def fsquare(x: SharedArray, frac: int | None = None, fmt=None) -> SharedArray:
+    return fixed_products(x.ctx, [("square", x, None)], frac, fmt)[0]
