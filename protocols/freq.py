@@ -15,6 +15,8 @@ Protocol (one round in all):
 """
 from __future__ import annotations
 
+import numpy as np
+
 from mpc import beaver
 from mpc.reveal import output
 from mpc.shared import concatenate
@@ -22,42 +24,53 @@ from mpc.shared import concatenate
 POLICY = {"freq.counts": ("analyst",)}
 
 
-def pooled_counts(ctx, cohort, sample_keep=None):
-    """Exact per-SNP ALT and missing counts over (kept) samples, pooled.
+def pooled_counts(ctx, cohort, sample_keep=None, het: bool = False):
+    """Exact per-SNP ALT and missing counts (and heterozygote counts) over
+    (kept) samples, pooled over providers.
 
     Parameters
     ----------
     sample_keep : list of bool arrays (one per provider), optional
         Public row selection; all samples when omitted.
+    het : bool
+        Also return c1, the number of heterozygous calls per SNP.
 
     Returns
     -------
-    alt, miss : SharedArray (n_snps,), integers (frac 0)
+    alt, miss (, c1) : SharedArray (n_snps,), integers (frac 0)
     """
+    matrices = ("imputed", "missing", "mean") + (("het",) if het else ())
     sums, pairs = [], []
     for b in range(len(cohort.blocks)):
-        blocks = cohort.genotype_block(b, ("imputed", "missing", "mean"))
-        for p, (imp, miss, mean) in enumerate(zip(blocks["imputed"], blocks["missing"], blocks["mean"])):
+        blocks = cohort.genotype_block(b, matrices)
+        for p in range(len(cohort.providers)):
+            imp, miss = blocks["imputed"][p], blocks["missing"][p]
+            h = blocks["het"][p] if het else None
             if sample_keep is not None:
-                rows = sample_keep[p]
+                rows = np.asarray(sample_keep[p], dtype=bool)
                 imp, miss = imp[rows], miss[rows]
-            s, m = imp.sum(axis=0), miss.sum(axis=0)
-            sums.append((b, s, m))
-            pairs.append((mean, m))
+                h = h[rows] if het else None
+            m = miss.sum(axis=0)
+            sums.append((imp.sum(axis=0), m, h.sum(axis=0) if het else None))
+            pairs.append((blocks["mean"][p], m))
         ctx.progress("counts", b + 1, len(cohort.blocks))
     corrections = beaver.mul_many(ctx, pairs)          # mean_jp * miss_jp, frac f (exact)
-    alt_blocks, miss_blocks = [], []
+    alt_blocks, miss_blocks, het_blocks = [], [], []
     n_prov = len(cohort.providers)
     for b in range(len(cohort.blocks)):
-        alt = miss = None
+        alt = miss = c1 = None
         for p in range(n_prov):
-            _, s, m = sums[b * n_prov + p]
+            s, m, h = sums[b * n_prov + p]
             a = (s - corrections[b * n_prov + p]).rescale_exact(0)  # 2^f alt_jp is a multiple of 2^f
             alt = a if alt is None else alt + a
             miss = m if miss is None else miss + m
+            if het:
+                c1 = h if c1 is None else c1 + h
         alt_blocks.append(alt)
         miss_blocks.append(miss)
-    return concatenate(alt_blocks), concatenate(miss_blocks)
+        het_blocks.append(c1)
+    out = (concatenate(alt_blocks), concatenate(miss_blocks))
+    return out + (concatenate(het_blocks),) if het else out
 
 
 def allele_counts(ctx, cohort) -> None:
