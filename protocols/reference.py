@@ -157,20 +157,58 @@ def _per_sample(name, values, keep, *, ndim, allow_none=False):
     return arr
 
 
-def _imputed_block(dosage_kept, missing_kept, columns):
-    """Mean-imputed dosages ``x_ij = d_ij + m_ij mu_j`` of some SNPs.
+def _imputed_block(dosage_kept, missing_kept, columns, imputed_kept=None):
+    """Imputed dosages of some SNPs over the kept samples.
 
-    Returns the (N1, len(columns)) float64 block and the observed-genotype
-    counts ``n_j``; ``mu_j = alt_j / n_j`` is NaN when ``n_j = 0``.
+    Without ``imputed_kept``: pooled-mean imputation ``x_ij = d_ij + m_ij mu_j``
+    with ``mu_j = alt_j / n_j`` (NaN when ``n_j = 0``).  With it (the
+    site-mean imputed matrix of :func:`site_mean_imputed`, kept rows): its
+    columns.  Returns the (N1, len(columns)) float64 block and the
+    observed-genotype counts ``n_j``.
     """
-    d = dosage_kept[:, columns].astype(np.float64)
     m = missing_kept[:, columns]
     n_obs = m.shape[0] - m.sum(axis=0)
+    if imputed_kept is not None:
+        return np.array(imputed_kept[:, columns], dtype=np.float64), n_obs
+    d = dosage_kept[:, columns].astype(np.float64)
     alt = d.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mu = alt / n_obs
     x = np.where(m, mu, d)
     return x, n_obs
+
+
+def site_mean_imputed(dosage, missing, site, f=28):
+    """The dosage matrix as providers submit it: missing calls replaced by the
+    provider's own mean ALT dosage over *all* its samples, rounded to 2^-f
+    (0 where a provider observed nothing), as parties.provider does.
+
+    Parameters
+    ----------
+    dosage : array of int, shape (N0, M0)
+    missing : array of bool or 0/1, shape (N0, M0)
+    site : array of int, shape (N0,)
+        Provider index of each sample.
+    f : int
+        Fractional bits of the rounding.
+
+    Returns
+    -------
+    ndarray of float64, shape (N0, M0)
+    """
+    d = np.asarray(dosage).astype(np.float64)
+    m = np.asarray(missing).astype(bool)
+    site = np.asarray(site)
+    out = np.where(m, 0.0, d)
+    one = float(1 << int(f))
+    for s in np.unique(site):
+        rows = site == s
+        n_obs = (~m[rows]).sum(axis=0)
+        alt = np.where(m[rows], 0.0, d[rows]).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n_obs > 0, np.rint(alt * one / np.maximum(n_obs, 1)) / one, 0.0)
+        out[rows] = np.where(m[rows], mean[None, :], d[rows])
+    return out
 
 
 def neglog10_chi2_sf(chisq, df=1):
@@ -721,7 +759,7 @@ def _column_basis(A, rtol=None):
     return U[:, :rank]
 
 
-def standardise(dosage, missing, sample_keep, snp_keep):
+def standardise(dosage, missing, sample_keep, snp_keep, *, site=None, f=28):
     """Standardised genotype matrix X of ALGORITHMS.md PCA step 2.
 
     ``X_ij = (d_ij - 2 f_j) s_j / sqrt(N1 M3)`` where observed, 0 where
@@ -735,6 +773,12 @@ def standardise(dosage, missing, sample_keep, snp_keep):
     sample_keep : array of bool, shape (N0,)
     snp_keep : array of bool, shape (M0,)
         The M3 SNPs used (QC-kept and LD-thinned).
+    site : array of int, shape (N0,), optional
+        Provider of each sample: missing calls then take the provider's own
+        (rounded) mean dosage (:func:`site_mean_imputed`) instead of 0 after
+        centring, as the secure protocol does.
+    f : int
+        Fractional bits of that rounding.
 
     Returns
     -------
@@ -757,7 +801,11 @@ def standardise(dosage, missing, sample_keep, snp_keep):
     np.divide(1.0, np.sqrt(variance, where=variance > 0, out=np.zeros(m_used)),
               out=scale, where=variance > 0)
     centre = np.where(np.isfinite(alt_freq), 2.0 * alt_freq, 0.0)
-    X = np.where(m, 0.0, (d - centre) * scale) / math.sqrt(n_kept * m_used)
+    if site is not None:
+        imputed = site_mean_imputed(dosage, missing, site, f)[np.ix_(sample_keep, snp_keep)]
+        X = (imputed - centre) * scale / math.sqrt(n_kept * m_used)
+    else:
+        X = np.where(m, 0.0, (d - centre) * scale) / math.sqrt(n_kept * m_used)
     return X, alt_freq
 
 
@@ -809,7 +857,7 @@ class ExactPcaResult:
 
 
 def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iters=10,
-        eig_iters=30, seed=0, ns_iters=24):
+        eig_iters=30, seed=0, ns_iters=24, site=None, f=28):
     """Randomized PCA exactly as ALGORITHMS.md PCA steps 2–5, in float64.
 
     1. X = :func:`standardise` (N1 × M3).
@@ -832,7 +880,7 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     -------
     PcaResult
     """
-    X, alt_freq = standardise(dosage, missing, sample_keep, snp_keep_pca)
+    X, alt_freq = standardise(dosage, missing, sample_keep, snp_keep_pca, site=site, f=f)
     n_kept, m_used = X.shape
     l = int(k) + int(oversample)
     if k < 1 or oversample < 0 or l > min(n_kept, m_used):
@@ -853,7 +901,7 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
                      orthonormality_error=float(error))
 
 
-def pca_exact(dosage, missing, sample_keep, snp_keep_pca, *, k=10):
+def pca_exact(dosage, missing, sample_keep, snp_keep_pca, *, k=10, site=None, f=28):
     """Top-k left singular vectors of the standardised X (numpy SVD).
 
     Parameters
@@ -868,7 +916,7 @@ def pca_exact(dosage, missing, sample_keep, snp_keep_pca, *, k=10):
     -------
     ExactPcaResult
     """
-    X, _ = standardise(dosage, missing, sample_keep, snp_keep_pca)
+    X, _ = standardise(dosage, missing, sample_keep, snp_keep_pca, site=site, f=f)
     if not 1 <= k <= min(X.shape):
         raise InputError(f"k must be between 1 and min(N1, M3) = {min(X.shape)}, got {k}")
     U, s, _ = np.linalg.svd(X, full_matrices=False)
@@ -939,7 +987,7 @@ class TrendResult:
 
 
 def trend_test(dosage, missing, het, y, covariates, pcs, sample_keep, snp_keep, *,
-               orthonormalise: Callable | None = None, covariate_scale=1.0):
+               orthonormalise: Callable | None = None, covariate_scale=1.0, site=None, f=28):
     """Covariate-adjusted Cochran–Armitage trend test (ALGORITHMS.md "Association").
 
     Over the N1 kept samples: ``x_j`` is the dosage with missing calls replaced
@@ -971,6 +1019,11 @@ def trend_test(dosage, missing, het, y, covariates, pcs, sample_keep, snp_keep, 
         Newton–Schulz orthonormalisation.
     covariate_scale : float or array of float, shape (c,)
         Public scale applied to the covariate columns before orthonormalisation.
+    site : array of int, shape (N0,), optional
+        Provider of each sample: use site-mean imputation (:func:`site_mean_imputed`)
+        as the secure protocol does, instead of the pooled mean.
+    f : int
+        Fractional bits of the site means.
 
     Returns
     -------
@@ -1007,9 +1060,10 @@ def trend_test(dosage, missing, het, y, covariates, pcs, sample_keep, snp_keep, 
     snp_index = np.flatnonzero(snp_keep)
     r = np.full(snp_index.size, np.nan)
     d_kept, m_kept = dosage[sample_keep], missing[sample_keep]
+    imputed = None if site is None else site_mean_imputed(dosage, missing, site, f)[sample_keep]
     for start in range(0, snp_index.size, _SNP_BLOCK):
         columns = snp_index[start:start + _SNP_BLOCK]
-        x, n_obs = _imputed_block(d_kept, m_kept, columns)
+        x, n_obs = _imputed_block(d_kept, m_kept, columns, imputed)
         Px = x - V @ (V.T @ x)
         xPx = np.einsum("ij,ij->j", Px, Px)
         xx = np.einsum("ij,ij->j", x, x)
