@@ -5,8 +5,9 @@ For x = d_x + a and y = d_y + b, with a, b seed-shared masks and d public,
     x * y = d_x d_y + d_x b + a d_y + a b,
 
 so a node's share is ``c_i + d_x b_i + a_i d_y`` (plus ``d_x d_y`` on the
-leading node), where ``c = a b`` comes from the dealer (mpc.triples).  The same
-identity holds for matrix products and for squares (b = a).
+leading node), where ``c = a b`` comes from the dealer (mpc.triples); with
+y = d_y + b this is ``c_i + d_x y_i + a_i d_y``, one product fewer.  The same
+identities hold for matrix products and for squares (b = a).
 
 Protocol for a batch of products (``products``):
 
@@ -114,25 +115,47 @@ def products(ctx, items) -> list:
     else:
         ctx.tuples.flush()
 
-    # Step 4: local combination.
-    out = []
-    for (op, x, y), tup in zip(items, pending):
-        c = tup["c"]
-        if op == "square":
-            a = _mask_share(x)
-            z = field.beaver_combine(c, x.mask.d, a, x.mask.d, a, ctx.leads)
-            out.append(SharedArray(ctx, z, 2 * x.frac))
-        elif op == "mul":
-            z = field.beaver_combine(c, x.mask.d, _mask_share(y), y.mask.d, _mask_share(x), ctx.leads)
-            out.append(SharedArray(ctx, z, x.frac + y.frac))
-        else:
-            dx, dy = x.mask.d, y.mask.d
-            z = field.add(c, field.matmul(dx, _mask_share(y)))
-            field.add(z, field.matmul(_mask_share(x), dy), out=z)
-            if ctx.leads:
-                field.add(z, field.matmul(dx, dy), out=z)
-            out.append(SharedArray(ctx, z, x.frac + y.frac))
-    return out
+    # Step 4: local combination (see _combine).
+    return [SharedArray(ctx, _combine(ctx, op, x, y, tup["c"]),
+                        2 * x.frac if op == "square" else x.frac + y.frac)
+            for (op, x, y), tup in zip(items, pending)]
+
+
+def _combine(ctx, op, x, y, c):
+    """This node's share of x * y, x ** 2 or x @ y from c and the opened d's.
+
+    With x = d_x + a and y = d_y + b, the product is c + d_x y + a d_y: two
+    products per node when y's share is at hand (or, symmetrically,
+    c + x d_y + d_x b), instead of the three of c + d_x b + a d_y + d_x d_y
+    on the leading node.  A square is c + d (a + x), one product.  Shares of
+    a mask are a_i = x_i - d on the leading node and x_i elsewhere
+    (_mask_share), or the seeded mask share when x has no share yet.
+    """
+    dx = x.mask.d
+    if op == "square":
+        a = _mask_share(x)
+        s = field.add(a, a)  # a + x = 2 a (+ d on the leading node)
+        if ctx.leads:
+            field.add(s, dx, out=s)
+        return field.add(c, field.mul(dx, s))
+    dy = y.mask.d
+    if op == "mul":
+        if y._share is not None:
+            return field.beaver_combine(c, dx, y.share, dy, _mask_share(x), False)
+        if x._share is not None:
+            return field.beaver_combine(c, dy, x.share, dx, _mask_share(y), False)
+        return field.beaver_combine(c, dx, _mask_share(y), dy, _mask_share(x), ctx.leads)
+    if y._share is not None:
+        z = field.add(c, field.matmul(dx, y.share))
+        return field.add(z, field.matmul(_mask_share(x), dy), out=z)
+    if x._share is not None:
+        z = field.add(c, field.matmul(x.share, dy))
+        return field.add(z, field.matmul(dx, _mask_share(y)), out=z)
+    z = field.add(c, field.matmul(dx, _mask_share(y)))
+    field.add(z, field.matmul(_mask_share(x), dy), out=z)
+    if ctx.leads:
+        field.add(z, field.matmul(dx, dy), out=z)
+    return z
 
 
 def mul(x: SharedArray, y: SharedArray) -> SharedArray:

@@ -90,17 +90,19 @@ class PartyContext:
         shares = [np.ascontiguousarray(s) for s in shares]
         if not shares:
             return []
-        sizes = [s.size // field.LIMBS for s in shares]
-        flat = np.concatenate([s.reshape(-1, field.LIMBS) for s in shares]) if len(shares) > 1 \
-            else shares[0].reshape(-1, field.LIMBS)
+        parts = [s.reshape(-1, field.LIMBS) for s in shares]
         self.tuples.flush()
-        received = self.channel.exchange(self.others, tag, flat, dtype="f127", shape=(flat.shape[0],))
-        total = flat.copy()
-        for peer in self.others:
-            field.add(total, received[peer], out=total)
+        # One message per peer carries every part (no concatenated copy);
+        # each opened value is the sum of the slices at its offset.
+        received = self.channel.exchange_parts(self.others, tag, parts, dtype="f127")
         out, pos = [], 0
-        for s, k in zip(shares, sizes):
-            out.append(total[pos:pos + k].reshape(s.shape))
+        for s, part in zip(shares, parts):
+            k = part.shape[0]
+            total = None
+            for peer in self.others:
+                piece = received[peer][pos:pos + k]
+                total = field.add(part, piece) if total is None else field.add(total, piece, out=total)
+            out.append(total.reshape(s.shape))
             pos += k
         return out
 

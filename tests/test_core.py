@@ -284,6 +284,32 @@ def test_core_run_time(core_run):
     assert seconds < 40, f"{n} nodes took {seconds:.1f} s"
 
 
+def batch_job(ctx):
+    d = inputs()
+    x, y, u = (secret(ctx, d[k], k) for k in ("x", "y", "u"))
+    A, B = secret(ctx, d["A"], "A"), secret(ctx, d["B"], "B")
+    with ctx.phase("batch"):
+        zs = beaver.products(ctx, [("mul", x, y), ("square", u, None), ("matmul", A, B), ("mul", y, x)])
+    return [z.share for z in zs], ctx.channel.stats.phases["batch"].rounds
+
+
+def test_batched_opening_in_many_chunks(monkeypatch):
+    """open_many sends every operand of a batch in one message per peer, as
+    chunks pointing into the operands; here the chunks are tiny (threads)."""
+    from mpc.net import frames
+    from parties.harness import run_threads
+
+    monkeypatch.setattr(frames, "CHUNK_BYTES", 256)
+    results = run_threads(3, batch_job)
+    d = inputs()
+    x, y, u = ints(d["x"]), ints(d["y"]), ints(d["u"])
+    shares = [sharing.reconstruct([r[0][i] for r in results]) for i in range(4)]
+    assert (ints(shares[0]) == (x * y) % P).all() and (ints(shares[3]) == (x * y) % P).all()
+    assert (ints(shares[1]) == (u * u) % P).all()
+    assert (ints(shares[2]) == mat_mod(ints(d["A"]), ints(d["B"]))).all()
+    assert all(r[1] == 1 for r in results)
+
+
 # ----------------------------------------------------------------- a node's view
 
 def view_job(ctx, n_elements):

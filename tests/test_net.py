@@ -86,6 +86,29 @@ def test_frames_payload_is_zero_copy():
     assert np.shares_memory(np.frombuffer(msg[1], dtype=np.uint64), array)
 
 
+@pytest.mark.parametrize("chunk", [1000, 1 << 20])
+def test_frames_parts_arrive_as_their_concatenation(monkeypatch, chunk):
+    monkeypatch.setattr(frames, "CHUNK_BYTES", chunk)
+    parts = [field_array((40, 3), "p0"), field_array((0,), "p1"), field_array((7,), "p2"),
+             field_array((100,), "p3")]
+    msg, nbytes = frames.encode_parts("open", parts, True)
+    expected = np.concatenate([p.reshape(-1, 2) for p in parts])
+    assert nbytes == expected.nbytes
+    if chunk == 1000:  # no concatenated copy: the payload chunks point into the parts
+        assert len(msg) > 2 and np.shares_memory(np.frombuffer(msg[1], dtype=np.uint64), parts[0])
+    else:  # small totals travel as one frame
+        assert len(msg) == 2
+    header = frames.decode_header(bytes(msg[0]), "peer")
+    assert header.shape == (expected.shape[0],) and header.nbytes == nbytes
+    out = frames.decode_payload(header, [bytes(c) for c in msg[1:]], "peer")
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_frames_parts_of_mixed_dtypes_are_refused():
+    with pytest.raises(ProtocolError, match="several dtypes"):
+        frames.encode_parts("x", [np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.uint64)], False)
+
+
 def test_frames_refuse_unknown_dtype():
     with pytest.raises(ProtocolError, match="dtype"):
         frames.encode_data("t", np.zeros(3, dtype=np.float32), False)
@@ -231,6 +254,25 @@ def test_inprocess_exchange_is_one_round(hub):
         assert chans[me].stats.phases["open"].rounds == 1
         assert chans[me].stats.phases["open"].messages_sent == 2
     assert chans["node0"].stats.total().rounds == 1
+
+
+def test_inprocess_exchange_parts(hub, monkeypatch):
+    monkeypatch.setattr(frames, "CHUNK_BYTES", 512)
+    names = ["node0", "node1", "node2"]
+    chans = {n: hub.channel(n) for n in names}
+    parts = {n: [field_array((30,), n + "a"), field_array((5, 4), n + "b")] for n in names}
+
+    def party(me):
+        with chans[me].stats.phase("open"):
+            return chans[me].exchange_parts([p for p in names if p != me], "d", parts[me])
+
+    for me, got in zip(names, run_parallel(*[lambda n=n: party(n) for n in names])):
+        for peer, arr in got.items():
+            np.testing.assert_array_equal(arr, np.concatenate([p.reshape(-1, 2) for p in parts[peer]]))
+        traffic = chans[me].stats.phases["open"]
+        assert traffic.rounds == 1 and traffic.messages_sent == 2
+        assert traffic.bytes_received == 2 * 50 * 16
+        assert 2 * 50 * 16 < traffic.bytes_sent < 2 * (50 * 16 + 64)
 
 
 def test_inprocess_messages_are_copies(hub):

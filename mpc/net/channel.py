@@ -184,6 +184,22 @@ class Channel(ABC):
         self.stats.now.rounds += 1
         return out
 
+    def exchange_parts(self, peers, tag: str, parts, *, dtype: str = "f127") -> dict:
+        """Like exchange, for the concatenation of `parts` (each flattened;
+        field arrays to (k, 2)) without building it: one message per peer,
+        then one 1-D array received from each peer.  One round."""
+        peers = tuple(peers)
+        msg, nbytes = frames.encode_parts(tag, parts, dtype == "f127", self.session)
+        length = (sum(p.size // 2 if dtype == "f127" else p.size for p in parts),)
+        for p in peers:
+            self._check_peer(p)
+            self._send_frames(p, msg)
+            self.stats.now.bytes_sent += nbytes + len(msg[0])
+            self.stats.now.messages_sent += 1
+        out = {p: self.recv(p, tag, dtype=dtype, shape=length, count_round=False) for p in peers}
+        self.stats.now.rounds += 1
+        return out
+
     def broadcast(self, peers, tag: str, array: np.ndarray) -> None:
         for p in peers:
             self.send(p, tag, array)

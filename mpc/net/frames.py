@@ -69,6 +69,38 @@ def encode_data(tag: str, array: np.ndarray, is_field: bool, session: str | None
     return [header] + chunks
 
 
+def encode_parts(tag: str, parts, is_field: bool, session: str | None = None) -> tuple:
+    """One message carrying the concatenation of `parts`, each flattened
+    (field arrays to shape (k, 2)), without building it in memory: every
+    part's bytes become payload chunks of the same message.  The receiver
+    sees an ordinary 1-D array.  Small totals are concatenated instead, so
+    they travel as one frame (zero-copy on receipt).
+
+    Returns (frames, payload bytes)."""
+    flat = [np.ascontiguousarray(p).reshape((-1, field.LIMBS) if is_field else -1) for p in parts]
+    if not flat:
+        raise ValueError("encode_parts: no parts")
+    dtypes = {p.dtype for p in flat}
+    if len(dtypes) != 1:
+        raise ProtocolError(f"encode_parts: parts of several dtypes {sorted(map(str, dtypes))}")
+    total = sum(p.nbytes for p in flat)
+    if len(flat) == 1 or total <= CHUNK_BYTES:
+        array = flat[0] if len(flat) == 1 else np.concatenate(flat)
+        return encode_data(tag, array, is_field, session), array.nbytes
+    code = dtype_code(flat[0], is_field)
+    length = sum(p.shape[0] for p in flat)
+    head = {"t": tag, "d": code, "s": [length], "n": total}
+    if session is not None:
+        head["j"] = session
+    chunks = []
+    for p in flat:
+        if not p.nbytes:
+            continue
+        raw = memoryview(p).cast("B")
+        chunks.extend(raw[i:i + CHUNK_BYTES] for i in range(0, p.nbytes, CHUNK_BYTES))
+    return [msgpack.packb(head)] + chunks, total
+
+
 def encode_control(kind: str, **fields) -> list:
     return [msgpack.packb({"c": kind, **fields})]
 
