@@ -424,6 +424,23 @@ def test_zmq_exchange_three_parties(world_factory):
         assert w.channels[me].stats.phases["open"].rounds == 1
 
 
+def test_zmq_any_order_wait_does_not_spin(world_factory):
+    """Waiting for a later tag while an earlier one is queued blocks in poll."""
+    w = world_factory(["node0", "node1"])
+    a, b = w.channels["node0"], w.channels["node1"]
+    a.send("node1", "t/a", np.arange(2, dtype=np.int64))
+    b.recv("node0", "t/a", any_order=True)
+    a.send("node1", "t/a", np.arange(2, dtype=np.int64))
+    timer = threading.Timer(1.0, lambda: a.send("node1", "t/b", np.arange(3, dtype=np.int64)))
+    timer.start()
+    wall, cpu = time.monotonic(), time.process_time()
+    np.testing.assert_array_equal(b.recv("node0", "t/b", any_order=True), [0, 1, 2])
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    timer.join()
+    assert wall > 0.8 and cpu < 0.5 * wall, (wall, cpu)
+    np.testing.assert_array_equal(b.recv("node0", "t/a"), [0, 1])
+
+
 def test_zmq_mismatch_names_both_parties(world_factory):
     w = world_factory(["node0", "node1"])
     w.channels["node0"].send("node1", "beaver", field_array((3,)))
@@ -497,17 +514,17 @@ def test_heartbeat_timeout_names_the_peer(world_factory):
     with w.channels["node0"].stats.phase("pca"), pytest.raises(PeerTimeout) as info:
         w.channels["node0"].recv("node1", "power-iteration")
     elapsed = time.monotonic() - start
-    assert 0.9 < elapsed < 3.0
+    assert 0.9 < elapsed < 5.0
     msg = str(info.value)
     assert "node0: peer node1 silent" in msg and "'power-iteration'" in msg and "pca" in msg
 
 
 def test_heartbeats_keep_a_slow_peer_alive(world_factory):
-    w = world_factory(["node0", "node1"], timeout=1.0, heartbeat=0.2, startup_grace=0.0)
+    w = world_factory(["node0", "node1"], timeout=1.5, heartbeat=0.2, startup_grace=0.0)
     a, b = w.channels["node0"], w.channels["node1"]
 
     def slow():
-        time.sleep(2.5)  # longer than the timeout, but node1 keeps heartbeating
+        time.sleep(3.2)  # twice the timeout, but node1 keeps heartbeating
         b.send("node0", "late", np.arange(2, dtype=np.int64))
 
     def wait():

@@ -236,12 +236,13 @@ class ZmqChannel(Channel):
                     self._lost.pop(peer, None)
 
     def _pump(self, peer, tag):
+        queued = len(self._inbox[peer])  # return once one more message is there
         while True:
             # Drain first: a party back from a long computation finds its
             # peers' heartbeats queued in the socket, not a stale last_seen.
             self._drain()
             self._watch_links()
-            if self._inbox[peer]:
+            if len(self._inbox[peer]) > queued:
                 return
             now = time.monotonic()
             silent = now - self.last_seen[peer]
