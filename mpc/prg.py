@@ -17,11 +17,19 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mpc import field
+from mpc._kernels import field as _kernels
 
 SEED_BYTES = 16
+# Keystream is produced in 1 MiB chunks: Prg.field turns each chunk into field
+# elements right after encrypting it, while it is still (mostly) cached, and
+# the per-chunk Python overhead (a few microseconds) stays below 1%.
 _CHUNK = 1 << 20
 _ZEROS = memoryview(bytes(_CHUNK))  # read-only plaintext of the keystream
-_HI_MASK = np.uint64((1 << 63) - 1)
+# Older `cryptography` releases require update_into's output buffer to have
+# block_size - 1 bytes to spare after the data (CTR writes only len(data)).
+_SPARE = 15
+_ELEMENT_BYTES = 8 * field.LIMBS
+_CHUNK_ELEMENTS = _CHUNK // _ELEMENT_BYTES
 
 
 def new_seed() -> bytes:
@@ -58,23 +66,35 @@ class Prg:
         self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 
     def _fill(self, out: np.ndarray) -> None:
-        """Overwrite out (a C-contiguous numpy array) with keystream bytes.
-
-        Encrypts a reused zero buffer in 1 MiB chunks straight into out's
-        memory (update_into needs 15 spare bytes after each chunk, which the
-        rest of out provides; the last chunk goes through a small buffer)."""
+        """Overwrite out (a C-contiguous numpy array) with keystream bytes."""
         raw = out.view(np.uint8).reshape(-1)
-        n = raw.size
+        self._fill_range(raw, 0, raw.size)
+
+    def _fill_range(self, raw: np.ndarray, start: int, stop: int) -> None:
+        """Write the next stop - start keystream bytes to raw[start:stop].
+
+        Encrypts a reused zero buffer straight into raw's memory, chunk by
+        chunk.  Bytes of raw after stop serve as update_into's spare room
+        (they are left as they were or overwritten: callers fill them later);
+        only the last few bytes of raw go through a small buffer."""
         view = memoryview(raw)
-        pos = 0
-        while n - pos > _CHUNK + 16:
-            self._enc.update_into(_ZEROS, view[pos:pos + _CHUNK + 16])
-            pos += _CHUNK
-        rest = n - pos
-        if rest:
-            tail = bytearray(rest + 16)
-            self._enc.update_into(_ZEROS[:rest], tail)
-            raw[pos:] = np.frombuffer(tail, dtype=np.uint8, count=rest)
+        pos = start
+        while pos < stop:
+            size = min(_CHUNK, stop - pos)
+            if pos + size + _SPARE > raw.size:
+                # The end of raw: all but the last _SPARE bytes directly ...
+                direct = size - _SPARE
+                if direct > 0:
+                    self._enc.update_into(_ZEROS[:direct], view[pos:pos + size])
+                    pos += direct
+                    size -= direct
+                # ... and those through a buffer with room to spare.
+                tail = bytearray(size + _SPARE)
+                self._enc.update_into(_ZEROS[:size], tail)
+                raw[pos:pos + size] = np.frombuffer(tail, dtype=np.uint8, count=size)
+            else:
+                self._enc.update_into(_ZEROS[:size], view[pos:pos + size + _SPARE])
+            pos += size
 
     def bytes(self, n: int) -> bytes:
         out = np.empty(n, dtype=np.uint8)
@@ -107,23 +127,25 @@ class Prg:
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         n = int(np.prod(shape, dtype=np.int64))
         if out is None:
-            out = np.empty((n, field.LIMBS), dtype=np.uint64)
-        else:
-            if out.shape != shape + (field.LIMBS,) or out.dtype != np.uint64 or not out.flags.c_contiguous:
-                raise ValueError(f"field: out must be a C-contiguous uint64 array of shape "
-                                 f"{shape + (field.LIMBS,)}, got {out.dtype} {out.shape}")
-            out = out.reshape(n, field.LIMBS)
-        self._fill(out)
-        out[:, 1] &= _HI_MASK
-        rejected = (out[:, 1] == _HI_MASK) & (out[:, 0] == np.uint64(2**64 - 1))
-        while rejected.any():
-            out = out[~rejected]
-            more = np.empty((n - out.shape[0], field.LIMBS), dtype=np.uint64)
-            self._fill(more)
-            more[:, 1] &= _HI_MASK
-            out = np.concatenate([out, more])
-            rejected = (out[:, 1] == _HI_MASK) & (out[:, 0] == np.uint64(2**64 - 1))
-        return out.reshape(shape + (field.LIMBS,))
+            out = np.empty(shape + (field.LIMBS,), dtype=np.uint64)
+        elif out.shape != shape + (field.LIMBS,) or out.dtype != np.uint64 or not out.flags.c_contiguous:
+            raise ValueError(f"field: out must be a C-contiguous uint64 array of shape "
+                             f"{shape + (field.LIMBS,)}, got {out.dtype} {out.shape}")
+        flat = out.reshape(n, field.LIMBS)
+        words = flat.reshape(-1)
+        raw = flat.view(np.uint8).reshape(-1)
+        # Elements [0, done) are final.  Each pass writes the next candidates
+        # of the stream over [done, done + size) and compacts the accepted ones
+        # to its front, in place (the kernel's writes never overtake its
+        # reads); a rejected candidate leaves one slot for the next pass.
+        done = 0
+        while done < n:
+            size = min(_CHUNK_ELEMENTS, n - done)
+            self._fill_range(raw, _ELEMENT_BYTES * done, _ELEMENT_BYTES * (done + size))
+            accepted, _ = _kernels.sample_uniform(words[2 * done:2 * (done + size)],
+                                                  flat[done:done + size])
+            done += accepted
+        return out
 
     def bits(self, n_words: int) -> np.ndarray:
         """Packed uniform bits: n_words 64-bit words (64 bits each)."""
