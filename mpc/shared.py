@@ -233,9 +233,20 @@ class SharedArray:
             return self._like(field.mul(self.share, field.from_int(value)))
         if value.dtype.kind != "f":
             raise TypeError(f"cannot multiply a SharedArray by {value.dtype}")
-        f = self.ctx.params.f
-        return self._like(field.mul(self.share, field.encode_fixed(value, self.ctx.params, f)),
-                          self.frac + f)
+        return self.mul_public(value)
+
+    def mul_public(self, values, frac: int | None = None) -> "SharedArray":
+        """x * c for public reals c encoded with `frac` bits (default params.f);
+        the result carries frac + self.frac bits (truncate it with mpc.truncate)."""
+        frac = self.ctx.params.f if frac is None else frac
+        value = np.asarray(values, dtype=np.float64)
+        scaled = np.rint(value * 2.0 ** frac)
+        if not np.all(np.abs(scaled) < 2.0 ** 63):
+            raise ValueError(f"mul_public: a factor is too large for {frac} fractional bits")
+        enc = field.from_int(scaled.astype(np.int64))
+        if value.ndim == 0:
+            return self._like(field.mul_scalar(self.share, int(scaled)), self.frac + frac)
+        return self._like(field.mul(self.share, enc), self.frac + frac)
 
     __rmul__ = __mul__
 

@@ -1,0 +1,92 @@
+"""Secure linear algebra on tall-thin and small matrices: Gram products and
+symmetric (Löwdin) orthonormalisation by the coupled Newton–Schulz iteration.
+
+These run in a wider fixed-point format than the study's default (``wide``):
+more fractional bits (36 with sigma = 40) for values that stay below 2^12 —
+orthonormal bases, normalised Gram matrices and their inverse square roots —
+so errors do not accumulate over the dozens of products an orthonormalisation
+takes.  The format still satisfies k + f + sigma + 2 <= 127 (mpc.params).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpc import beaver, field, nonlinear
+from mpc.params import Params
+from mpc.shared import SharedArray
+from mpc.truncate import truncate
+
+WIDE_INTEGER_BITS = 13   # |x| < 2^12 in the wide format
+
+
+def wide(params: Params) -> Params:
+    """The wide format for `params`: 12 integer bits, and as many fractional bits
+    as the truncation budget k + f + sigma + 2 <= 127 leaves (36 for sigma = 40)."""
+    f = (127 - 2 - params.sigma - WIDE_INTEGER_BITS) // 2
+    if f <= params.f:
+        return params
+    return Params(k=WIDE_INTEGER_BITS + f, f=f, sigma=params.sigma)
+
+
+def to_frac(x: SharedArray, frac: int, fmt: Params | None = None) -> SharedArray:
+    """x with `frac` fractional bits: exact when going up, truncated going down."""
+    if x.frac == frac:
+        return x
+    if x.frac < frac:
+        return x.rescale_exact(frac)
+    bits = None if fmt is None else fmt.k - fmt.f + x.frac
+    return truncate(x, x.frac - frac, bits)
+
+
+def broadcast(x: SharedArray, shape) -> SharedArray:
+    """A shared scalar (or array) repeated to `shape` (local: a copy of the share)."""
+    share = np.broadcast_to(x.share, tuple(shape) + x.share.shape[-1:])
+    return SharedArray(x.ctx, np.ascontiguousarray(share), x.frac)
+
+
+def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None) -> SharedArray:
+    """Löwdin orthonormalisation Q = Y (YᵀY)^(-1/2), columns orthonormal.
+
+    Parameters
+    ----------
+    Y : SharedArray, shape (n, l)
+        |Y_ij| < 2^12 and ||Y||_F^2 < 2^12 (scale it first).
+    ns_iters : int
+        Newton–Schulz steps; converges when the smallest eigenvalue of
+        YᵀY / trace exceeds about 2.25^-(ns_iters - 6) (1e-7 for 24).
+    fmt : Params, optional
+        Working format (default ``wide(params)``).
+
+    Returns
+    -------
+    SharedArray, shape (n, l), frac fmt.f.
+
+    Protocol (docs/ALGORITHMS.md, PCA step 5):
+
+    1. G = YᵀY (one Beaver round; Y keeps its mask for step 5), truncated.
+    2. c = 1/sqrt(trace G) (mpc.nonlinear.inv_sqrt); A = c^2 G has trace 1.
+    3. Yk = A, Zk = I; ns_iters times: T = 3/2 I - Zk Yk / 2 (one product,
+       truncated by f + 1), then Yk = Yk T and Zk = T Zk (one batch): 4 rounds.
+    4. W = c Zk = (YᵀY)^(-1/2).
+    5. Q = Y W (one round: only W is opened).
+
+    Rounds: about 4 ns_iters + 10 plus one inverse square root.  Nothing is revealed.
+    """
+    fmt = fmt or wide(ctx.params)
+    f = fmt.f
+    l = Y.shape[1]
+    Y = to_frac(Y, f, fmt)
+    G = beaver.fixed_products(ctx, [("matmul", Y.T, Y)], fmt=fmt)[0]
+    tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
+    c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)
+    c2 = beaver.fixed_products(ctx, [("square", c, None)], fmt=fmt)[0]
+    A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
+    eye = SharedArray.public(ctx, np.eye(l), f)
+    Yk, Zk = A, eye
+    for _ in range(int(ns_iters)):
+        # Truncating Zk Yk to f - 1 bits and reading the result at f bits halves it.
+        zy = beaver.fixed_products(ctx, [("matmul", Zk, Yk)], frac=f - 1, fmt=fmt)[0]
+        T = SharedArray.public(ctx, 1.5 * np.eye(l), f) - SharedArray(ctx, zy.share, f)
+        Yk, Zk = beaver.fixed_products(ctx, [("matmul", Yk, T), ("matmul", T, Zk)], fmt=fmt)
+    W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
+    return beaver.fixed_products(ctx, [("matmul", Y, W)], fmt=fmt)[0]

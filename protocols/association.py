@@ -1,0 +1,113 @@
+"""Covariate-adjusted Cochran–Armitage trend test for every kept SNP.
+
+Definitions: docs/ALGORITHMS.md "Association" (protocols.reference.trend_test
+with site-mean imputation).  Protocol:
+
+1. **Adjustment basis**: C = [1/sqrt(N1), PCs, covariates] where each
+   covariate is centred and scaled to unit norm in MPC (mean, variance,
+   inverse square root); V = orth(C) (Newton–Schulz), so P = I - V Vᵀ.
+   A covariate that is constant over the kept samples is reported (one bit
+   per covariate, policy ``gwas.covariate_check``) and stops the analysis
+   with a clear error.
+2. **Phenotype**: ỹ = y - V (Vᵀ y), s_yy = ỹᵀ ỹ.
+3. **One pass over the genotypes** (one round): Zᵀ [V, ỹ] gives, per SNP,
+   a_j = Vᵀ x_j and s_xy = x_jᵀ ỹ.
+4. **Per-SNP sums** (local plus one batch): x_jᵀ x_j = Σ d² + Σ_p μ_jp² miss_jp
+   (exact counts from QC: Σ d² = 2 alt - c1), s_xx = x_jᵀ x_j - |a_j|².
+5. **Correlation**: r_j = s_xy / sqrt(s_xx s_yy), with every quantity divided
+   by N1 first so the inverse square roots work near 1.
+6. r is output to the analyst only (policy ``gwas.r``); CHISQ = N1 r², P and
+   the genomic-control λ are computed by the analyst in plaintext.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpc import beaver, compare, nonlinear
+from mpc.errors import InputError
+from mpc.linalg import broadcast, orth, to_frac, wide
+from mpc.params import Params
+from mpc.reveal import output, reveal
+from mpc.shared import SharedArray, concatenate
+from protocols.common import scale_public
+from protocols.genotype_products import GenotypeMatrix
+
+POLICY = {"gwas.r": ("analyst",), "gwas.covariate_check": ("nodes", "analyst")}
+
+
+@dataclass
+class TrendResult:
+    snp_mask: np.ndarray     # public: SNPs with a statistic (kept and polymorphic)
+    n_samples: int
+
+
+def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24):
+    """Step 1: V, an orthonormal basis of [1, PCs, standardised covariates] (N1, K)."""
+    fmt = wide(ctx.params)
+    f = fmt.f
+    cols = [SharedArray.public(ctx, np.full((n1, 1), 1.0 / math.sqrt(n1)), f)]
+    if pcs is not None:
+        cols.append(to_frac(pcs, f))
+    if covariates is not None and covariates.shape[1]:
+        cov = covariates
+        mean = scale_public(ctx, [cov.sum(axis=0)], [1.0 / n1])[0]
+        centred = cov - broadcast(mean.reshape(1, -1), cov.shape)
+        var = scale_public(ctx, [beaver.fsquare(centred).sum(axis=0)], [1.0 / n1])[0]
+        # A covariate with (near) zero variance over the kept samples cannot be standardised.
+        flat = compare.less_than_public(var, 1e-6)
+        flags = reveal(ctx, flat, "gwas.covariate_check").astype(bool)
+        if flags.any():
+            bad = [n for n, b in zip(names, flags) if b] or [str(i) for i in np.flatnonzero(flags)]
+            raise InputError(f"covariate(s) {', '.join(bad)} are constant over the kept samples; "
+                             f"drop them from --covar-names")
+        inv_sd = nonlinear.inv_sqrt(var)
+        z = beaver.fmul(centred, broadcast(inv_sd.reshape(1, -1), cov.shape))     # unit variance
+        cols.append(scale_public(ctx, [z], [1.0 / math.sqrt(n1)], frac=f, bound_bits=fmt.k)[0])
+    C = concatenate(cols, axis=1)
+    return orth(ctx, C, ns_iters)
+
+
+def trend_test(ctx, cohort, qc, y: SharedArray, pcs=None, covariates=None, covariate_names=(),
+               ns_iters: int = 24) -> TrendResult:
+    """Steps 1-6 over the kept samples; y and covariates have N1 rows (kept samples)."""
+    n1 = qc.n_kept
+    fmt = wide(ctx.params)
+    f = fmt.f
+    snp_mask = qc.pca_ok                      # kept and polymorphic: a defined statistic
+    with ctx.phase("association"):
+        V = adjustment_basis(ctx, pcs, covariates, n1, covariate_names, ns_iters)
+        K = V.shape[1]
+        # Step 2: residual phenotype.
+        y = to_frac(y, f)
+        vty = beaver.fixed_products(ctx, [("matmul", V.T, y.reshape(-1, 1))], fmt=fmt)[0]
+        fitted = beaver.fixed_products(ctx, [("matmul", V, vty)], fmt=fmt)[0]
+        y_res = y.reshape(-1, 1) - fitted                                           # (N1, 1)
+        # Step 3: one pass, Zᵀ [V, ỹ], at the study's 28 fractional bits (values up to ~2 N1).
+        big = Params(k=49, f=ctx.params.f, sigma=ctx.params.sigma)
+        Z = GenotypeMatrix(ctx, cohort, qc.sample_keep, snp_mask)
+        ztu = Z.zt_times(concatenate([V, y_res], axis=1), ctx.params.f, big)      # (M, K + 1)
+        a, sxy = ztu[:, :K], ztu[:, K]
+        ctx.progress("association", 1, 3)
+        # Step 4: x_jᵀ x_j from exact counts and the providers' imputation values.
+        idx = np.flatnonzero(snp_mask)
+        alt, c1 = qc.alt[idx], qc.c1[idx]
+        miss_p = Z.column_sums(("missing",))["missing"]
+        means = Z.provider_means()
+        mu2 = beaver.fixed_products(ctx, [("square", mu, None) for mu in means])
+        fill = beaver.products(ctx, [("mul", m2, mp) for m2, mp in zip(mu2, miss_p)])  # exact: miss integer
+        xx = (alt * 2 - c1).rescale_exact(ctx.params.f)
+        for t in fill:
+            xx = xx + t
+        a2 = beaver.fsquare(a).sum(axis=1)
+        syy = beaver.fsquare(y_res.reshape(-1), frac=ctx.params.f, fmt=fmt).sum()
+        # Step 5: everything over N1, then r = sxy / sqrt(sxx syy).
+        sxx_n, sxy_n, syy_n = scale_public(ctx, [xx - a2, sxy, syy], [1.0 / n1] * 3)
+        inv = nonlinear.inv_sqrt(concatenate([sxx_n, syy_n.reshape(1)]))
+        inv_x, inv_y = inv[:-1], inv[-1:]
+        r = beaver.fmul(beaver.fmul(sxy_n, inv_x), broadcast(inv_y, sxy_n.shape))
+        ctx.progress("association", 3, 3)
+        output(ctx, r, "gwas.r")
+    return TrendResult(snp_mask=snp_mask, n_samples=n1)

@@ -1,0 +1,138 @@
+"""Randomized PCA of the standardised genotypes, in MPC; the PCs stay secret-shared.
+
+Definitions: docs/ALGORITHMS.md "PCA" (the same steps as protocols.reference.pca
+with site-mean imputation).  Protocol:
+
+1. **LD thinning** (public): among QC-kept polymorphic SNPs, keep a SNP on a
+   new chromosome or at least ``ld_dist`` bp after the last kept one: M3 SNPs.
+2. **Standardisation** (secret): f_j = alt_j / (2 n_j) from the exact QC counts
+   (reciprocal of n_j / N1), s̃_j = κ / sqrt(2 f_j (1 - f_j)) with the public
+   κ = 1 / sqrt(N1 M3).  X = (Z - 2f) s̃ is never formed: products use
+   ``X W = Z (s̃ ∘ W) - 1 ((2f s̃)ᵀ W)`` and ``Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q))``,
+   so each costs one pass of masked genotype products (one round).
+3. **Subspace iteration**: Ω public standard normal (seeded), Q = orth(X Ω);
+   ``iters`` times Q = orth(X orth(Xᵀ Q)) (mpc.linalg.orth, Newton–Schulz).
+4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z (l x l); U = I[:, :k];
+   ``eig_iters`` times U = orth(S U).  PCs = Q U (N1 x k), orthonormal.
+
+Nothing is revealed: the PCs feed the association test as shares.
+Working format: mpc.linalg.wide (36 fractional bits with sigma = 40).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpc import beaver, nonlinear
+from mpc.linalg import broadcast, orth, to_frac, wide
+from mpc.shared import SharedArray
+from mpc.truncate import truncate
+from protocols.common import scale_public
+from protocols.genotype_products import GenotypeMatrix
+from protocols.reference import ld_thin
+
+POLICY = {}
+
+
+@dataclass(frozen=True)
+class PcaOptions:
+    k: int = 10
+    oversample: int = 10
+    iters: int = 10
+    eig_iters: int = 30
+    ns_iters: int = 24
+    ld_dist: int = 100000
+    seed: int = 0
+
+
+@dataclass
+class PcaResult:
+    pcs: SharedArray          # (N1, k), orthonormal columns, wide format
+    snp_mask: np.ndarray      # public: the M3 SNPs used
+    n_snps: int
+
+
+def pca_snps(cohort, qc, ld_dist: int) -> np.ndarray:
+    """Step 1: the public SNP selection (QC-kept, polymorphic, LD-thinned)."""
+    snps = cohort.snps
+    return ld_thin(snps.chrom, snps.pos, qc.pca_ok, ld_dist)
+
+
+class Standardised:
+    """Products with X = (Z - 2f) s̃ over the PCA SNPs (step 2)."""
+
+    def __init__(self, ctx, cohort, qc, snp_mask):
+        self.ctx = ctx
+        self.fmt = wide(ctx.params)
+        self.Z = GenotypeMatrix(ctx, cohort, qc.sample_keep, snp_mask)
+        n1, m3 = self.Z.n_rows, self.Z.n_cols
+        idx = np.flatnonzero(snp_mask)
+        alt, miss = qc.alt[idx], qc.miss[idx]
+        n_norm, alt_norm = scale_public(ctx, [n1 - miss, alt], [1.0 / n1, 0.5 / n1])
+        freq = beaver.fmul(alt_norm, nonlinear.reciprocal(n_norm))          # alt / 2n in [0, 1]
+        var = beaver.fmul(freq * 2, 1 - freq)                                  # 2 f (1 - f)
+        kappa = 1.0 / math.sqrt(n1 * m3)
+        s = nonlinear.inv_sqrt(var)
+        f = self.fmt.f
+        self.s = scale_public(ctx, [s], [kappa], frac=f, bound_bits=self.fmt.k)[0]
+        self.two_f = to_frac(freq * 2, f)
+        self.g = beaver.fixed_products(ctx, [("mul", self.two_f, self.s)], fmt=self.fmt)[0]   # 2 f s̃
+
+    def times(self, W: SharedArray) -> SharedArray:
+        """X W for W (M3, l)."""
+        fmt, f = self.fmt, self.fmt.f
+        l = W.shape[1]
+        sW, u = beaver.fixed_products(self.ctx, [("mul", broadcast(self.s.reshape(-1, 1), W.shape), W),
+                                                 ("matmul", self.g.reshape(1, -1), W)], fmt=fmt)
+        zw = self.Z.z_times(sW, f, fmt)
+        return zw - broadcast(u, (zw.shape[0], l))
+
+    def times_public(self, omega: np.ndarray) -> SharedArray:
+        """X Ω for a public Ω (M3, l): the scalings are local products with Ω."""
+        fmt, f = self.fmt, self.fmt.f
+        om = np.rint(omega * 2.0 ** f).astype(np.int64)
+        sW = truncate(broadcast(self.s.reshape(-1, 1), omega.shape).mul_public(omega, f), f, fmt.k + f)
+        gw = self.g.reshape(1, -1).matmul_public(om)          # exact integer product: frac f + f
+        u = truncate(SharedArray(self.ctx, gw.share, 2 * f), f, fmt.k + f)
+        zw = self.Z.z_times(sW, f, fmt)
+        return zw - broadcast(u, zw.shape)
+
+    def t_times(self, Q: SharedArray) -> SharedArray:
+        """Xᵀ Q for Q (N1, l)."""
+        fmt, f = self.fmt, self.fmt.f
+        ztq = self.Z.zt_times(Q, f, fmt)
+        colsum = Q.sum(axis=0).reshape(1, -1)
+        centred = ztq - beaver.fixed_products(
+            self.ctx, [("mul", broadcast(self.two_f.reshape(-1, 1), ztq.shape), broadcast(colsum, ztq.shape))],
+            fmt=fmt)[0]
+        return beaver.fixed_products(self.ctx, [("mul", broadcast(self.s.reshape(-1, 1), ztq.shape), centred)],
+                                     fmt=fmt)[0]
+
+
+def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
+    """Steps 1-4; see the module docstring."""
+    mask = pca_snps(cohort, qc, opts.ld_dist)
+    m3 = int(mask.sum())
+    l = opts.k + opts.oversample
+    if l > min(qc.n_kept, m3):
+        raise ValueError(f"PCA needs k + oversample = {l} <= min(samples, SNPs) = {min(qc.n_kept, m3)} "
+                         f"after QC and LD thinning; lower --pcs or --pca-oversample")
+    with ctx.phase("pca"):
+        X = Standardised(ctx, cohort, qc, mask)
+        omega = np.random.default_rng(opts.seed).standard_normal((m3, l))
+        Q = orth(ctx, X.times_public(omega), opts.ns_iters)
+        steps = 2 * opts.iters + 2
+        for t in range(opts.iters):
+            P = orth(ctx, X.t_times(Q), opts.ns_iters)
+            Q = orth(ctx, X.times(P), opts.ns_iters)
+            ctx.progress("pca", 2 * t + 2, steps)
+        Zt = X.t_times(Q)
+        S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=X.fmt)[0]
+        U = SharedArray.public(ctx, np.eye(l)[:, :opts.k], X.fmt.f)
+        for _ in range(opts.eig_iters):
+            U = orth(ctx, beaver.fixed_products(ctx, [("matmul", S, U)], fmt=X.fmt)[0], opts.ns_iters)
+        pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=X.fmt)[0]
+        ctx.progress("pca", steps, steps)
+    return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3)
