@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpc.errors import InputError
+from protocols import association as assoc_protocol
 from protocols import freq as freq_protocol
+from protocols import pca as pca_protocol
+from protocols import qc as qc_protocol
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,157 @@ def _freq_finalize(result, options, out_dir):
     }
 
 
+# ------------------------------------------------------------ gwas
+
+def _rate(text):
+    """A threshold option: a number, or 'none' / 'off' for no filter."""
+    if text is None or str(text).lower() in ("none", "off", ""):
+        return None
+    return float(text)
+
+
+QC_OPTIONS = (
+    ("--pheno", dict(default=None, help="phenotype column (default: the first one)")),
+    ("--covar-names", dict(default="", help="comma-separated covariate columns; 'all' for every one")),
+    ("--mind", dict(type=_rate, default=0.1, help="max sample missing rate ('none' to disable)")),
+    ("--geno", dict(type=_rate, default=0.1, help="max SNP missing rate")),
+    ("--maf", dict(type=_rate, default=0.01, help="min minor allele frequency")),
+    ("--hwe", dict(type=_rate, default=1e-6, help="min Hardy-Weinberg p (chi-square approximation)")),
+    ("--het-min", dict(type=_rate, default=None, help="min observed heterozygosity rate")),
+    ("--het-max", dict(type=_rate, default=None, help="max observed heterozygosity rate")),
+    ("--het-sd", dict(type=_rate, default=None, help="max distance from mean heterozygosity, in SDs")),
+    ("--pcs", dict(type=int, default=10, help="principal components to adjust for (0: none)")),
+    ("--pca-oversample", dict(type=int, default=10)),
+    ("--pca-iters", dict(type=int, default=10, help="power iterations")),
+    ("--pca-eig-iters", dict(type=int, default=30)),
+    ("--ld-dist", dict(type=int, default=100000, help="LD thinning distance for PCA SNPs (bp)")),
+    ("--pca-seed", dict(type=int, default=0, help="seed of the public random projection")),
+)
+
+
+def _qc_options(options) -> "qc_protocol.QcOptions":
+    try:
+        return qc_protocol.QcOptions(mind=options.get("mind"), geno=options.get("geno"),
+                                     maf=options.get("maf"), hwe=options.get("hwe"),
+                                     het_min=options.get("het_min"), het_max=options.get("het_max"),
+                                     het_sd=options.get("het_sd"))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def gwas_inputs(ctx, cohort, options):
+    """QC and PCA shared by the GWAS analyses: returns (qc, pcs, y, kind, covariates, names, public)."""
+    cohort.require("genotypes", "a GWAS")
+    cohort.require("phenotypes", "a GWAS")
+    pheno = options.get("pheno") or cohort.table_names("phenotypes")[0]
+    y, y_missing, kind = cohort.phenotype(pheno)
+    extra = [("pheno", y_missing)]
+    cov, names = None, []
+    wanted = [c for c in str(options.get("covar_names") or "").split(",") if c]
+    if wanted:
+        cov, c_missing, names = cohort.covariates(None if wanted == ["all"] else wanted)
+        extra.append(("covar", c_missing))
+    qopts = _qc_options(options)
+    with ctx.phase("qc"):
+        keep, tests = qc_protocol.sample_qc(ctx, cohort, qopts, extra)
+        qc = qc_protocol.snp_qc(ctx, cohort, qopts, keep)
+    if qc.n_kept < 3 or not qc.snp_keep.any():
+        raise InputError(f"QC kept {qc.n_kept} samples and {int(qc.snp_keep.sum())} SNPs: "
+                         f"nothing to analyse; relax the thresholds")
+    pcs, n_pca = None, 0
+    if int(options.get("pcs", 0)) > 0:
+        popts = pca_protocol.PcaOptions(k=int(options["pcs"]), oversample=int(options["pca_oversample"]),
+                                        iters=int(options["pca_iters"]), eig_iters=int(options["pca_eig_iters"]),
+                                        ld_dist=int(options["ld_dist"]), seed=int(options["pca_seed"]))
+        try:
+            res = pca_protocol.run_pca(ctx, cohort, qc, popts)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        pcs, n_pca = res.pcs, res.n_snps
+    allkeep = np.concatenate(keep)
+    y_kept = y[allkeep]
+    cov_kept = None if cov is None else cov[allkeep]
+    public = {
+        "n_samples": cohort.n_samples, "n_snps": cohort.n_snps,
+        "sample_counts": dict(zip(cohort.providers, cohort.sample_counts)),
+        "kept_counts": dict(zip(cohort.providers, [int(k.sum()) for k in keep])),
+        "sample_tests": tests, "snps": cohort.snps_text(),
+        "snp_keep": qc.snp_keep.tolist(), "snp_reason": qc.snp_reason.tolist(),
+        "pheno": pheno, "pheno_kind": kind, "covariates": names, "pcs": int(options.get("pcs", 0)),
+        "pca_snps": n_pca,
+    }
+    return qc, pcs, y_kept, kind, cov_kept, names, public
+
+
+def _gwas_node(ctx, cohort, options):
+    qc, pcs, y, kind, cov, names, public = gwas_inputs(ctx, cohort, options)
+    if kind == "quantitative":
+        y = assoc_protocol.standardise(ctx, y)
+    res = assoc_protocol.trend_test(ctx, cohort, qc, y, pcs=pcs, covariates=cov, covariate_names=names)
+    public["tested"] = res.snp_mask.tolist()
+    return public
+
+
+def _write_qc_files(result, out_dir):
+    """qc_snps.tsv and qc_samples.tsv (counts per site only)."""
+    from parties.cohort import SnpInfo
+
+    pub = result.public
+    snps = SnpInfo(pub["snps"])
+    keep, reason = np.array(pub["snp_keep"], bool), np.array(pub["snp_reason"], str)
+    with open(out_dir / "qc_snps.tsv", "w") as fh:
+        fh.write("ID\tKEPT\tREASON\n")
+        for sid, k, r in zip(snps.id, keep, reason):
+            fh.write(f"{sid}\t{int(k)}\t{r or '.'}\n")
+    fails = result.outputs.get(("qc.sample_counts", "fails"))
+    tests = pub["sample_tests"]
+    with open(out_dir / "qc_samples.tsv", "w") as fh:
+        fh.write("SITE\tSUBMITTED\tKEPT" + "".join(f"\tFAIL_{t.upper()}" for t in tests) + "\n")
+        for p, site in enumerate(pub["sample_counts"]):
+            row = [site, pub["sample_counts"][site], pub["kept_counts"][site]]
+            row += [int(fails[t, p]) for t in range(len(tests))] if fails is not None else []
+            fh.write("\t".join(str(v) for v in row) + "\n")
+    return snps, keep
+
+
+def _gwas_finalize(result, options, out_dir):
+    from parties import report
+
+    pub = result.public
+    snps, keep = _write_qc_files(result, out_dir)
+    tested = np.array(pub["tested"], bool)
+    n1 = sum(pub["kept_counts"].values())
+    r = result.outputs[("gwas.r", None)]
+    chisq = np.full(len(snps), np.nan)
+    chisq[tested] = n1 * r * r
+    p = np.exp(-report.neglog10_p(chisq) * np.log(10))
+    with open(out_dir / "gwas.tsv", "w") as fh:
+        fh.write("#CHROM\tPOS\tID\tREF\tALT\tA1\tOBS_CT\tCHISQ\tP\n")
+        for j in np.flatnonzero(keep):
+            fh.write(f"{snps.chrom[j]}\t{snps.pos[j]}\t{snps.id[j]}\t{snps.ref[j]}\t{snps.alt[j]}\t"
+                     f"{snps.alt[j]}\t{n1}\t{report.fmt(chisq[j])}\t{report.fmt(p[j], 4)}\n")
+    title = f"{pub['pheno']}: trend test, {pub['pcs']} PCs"
+    report.manhattan(out_dir / "manhattan.png", snps.chrom[keep], snps.pos[keep], chisq[keep], title)
+    report.qq(out_dir / "qq.png", chisq[keep], title)
+    order = np.argsort(-np.nan_to_num(chisq, nan=-1))[:10]
+    lam = report.genomic_control(chisq[keep])
+    return {
+        "phenotype": pub["pheno"], "covariates": pub["covariates"], "pcs": pub["pcs"],
+        "samples_before_qc": pub["n_samples"], "samples_after_qc": n1,
+        "snps_before_qc": pub["n_snps"], "snps_after_qc": int(keep.sum()), "snps_tested": int(tested.sum()),
+        "pca_snps": pub["pca_snps"], "lambda_gc": round(lam, 4),
+        "top_hits": [{"ID": str(snps.id[j]), "CHROM": str(snps.chrom[j]), "POS": int(snps.pos[j]),
+                      "CHISQ": float(chisq[j]), "P": float(p[j])} for j in order if np.isfinite(chisq[j])],
+        "files": ["gwas.tsv", "qc_snps.tsv", "qc_samples.tsv", "manhattan.png", "qq.png"],
+    }
+
+
 ANALYSES = {
     "freq": Analysis("freq", "allele frequency and missingness per SNP (plink2 --freq --missing)",
                      _freq_node, _freq_finalize, freq_protocol.POLICY),
+    "gwas": Analysis("gwas", "QC, PCA and the covariate-adjusted trend test for every kept SNP",
+                     _gwas_node, _gwas_finalize,
+                     {**qc_protocol.POLICY, **pca_protocol.POLICY, **assoc_protocol.POLICY}, QC_OPTIONS),
 }
 
 

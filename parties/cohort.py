@@ -104,6 +104,13 @@ class StoredCohort:
         frac = {"imputed": self.ctx.params.f, "mean": self.ctx.params.f}
         return {m: [self._masked(s, f"geno/{m}/{b}", frac.get(m, 0)) for s in self.subs] for m in matrices}
 
+    def table_names(self, table: str) -> list:
+        """Column names every provider has in `table` (phenotypes, covariates, features)."""
+        self.require(table, table)
+        key = "kinds" if table == "phenotypes" else "names"
+        names = [list(s["tables"][table][key]) for s in self.subs]
+        return [n for n in names[0] if all(n in other for other in names[1:])]
+
     def phenotype(self, name: str):
         self.require("phenotypes", f"phenotype {name!r}")
         kinds = {s["tables"]["phenotypes"]["kinds"].get(name) for s in self.subs}

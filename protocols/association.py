@@ -44,6 +44,27 @@ class TrendResult:
     n_samples: int
 
 
+def standardise(ctx, x: SharedArray, names=()) -> SharedArray:
+    """Centre and scale each column of x (N1,) or (N1, c) to mean 0, variance 1.
+
+    A column with (near) zero variance over the kept samples is reported (one
+    bit per column, policy ``gwas.covariate_check``) and raises InputError."""
+    vector = x.ndim == 1
+    X = x.reshape(-1, 1) if vector else x
+    n1 = X.shape[0]
+    mean = scale_public(ctx, [X.sum(axis=0)], [1.0 / n1])[0]
+    centred = X - broadcast(mean.reshape(1, -1), X.shape)
+    var = scale_public(ctx, [beaver.fsquare(centred).sum(axis=0)], [1.0 / n1])[0]
+    flags = reveal(ctx, compare.less_than_public(var, 1e-6), "gwas.covariate_check").astype(bool)
+    if flags.any():
+        bad = [str(n) for n, b in zip(names, flags) if b] or [str(i) for i in np.flatnonzero(flags)]
+        what = "the phenotype is" if vector else f"covariate(s) {', '.join(bad)} are"
+        raise InputError(f"{what} constant over the kept samples; nothing to adjust or test")
+    inv_sd = nonlinear.inv_sqrt(var)
+    z = beaver.fmul(centred, broadcast(inv_sd.reshape(1, -1), X.shape))
+    return z.reshape(-1) if vector else z
+
+
 def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24):
     """Step 1: V, an orthonormal basis of [1, PCs, standardised covariates] (N1, K)."""
     fmt = wide(ctx.params)
@@ -52,19 +73,7 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24
     if pcs is not None:
         cols.append(to_frac(pcs, f))
     if covariates is not None and covariates.shape[1]:
-        cov = covariates
-        mean = scale_public(ctx, [cov.sum(axis=0)], [1.0 / n1])[0]
-        centred = cov - broadcast(mean.reshape(1, -1), cov.shape)
-        var = scale_public(ctx, [beaver.fsquare(centred).sum(axis=0)], [1.0 / n1])[0]
-        # A covariate with (near) zero variance over the kept samples cannot be standardised.
-        flat = compare.less_than_public(var, 1e-6)
-        flags = reveal(ctx, flat, "gwas.covariate_check").astype(bool)
-        if flags.any():
-            bad = [n for n, b in zip(names, flags) if b] or [str(i) for i in np.flatnonzero(flags)]
-            raise InputError(f"covariate(s) {', '.join(bad)} are constant over the kept samples; "
-                             f"drop them from --covar-names")
-        inv_sd = nonlinear.inv_sqrt(var)
-        z = beaver.fmul(centred, broadcast(inv_sd.reshape(1, -1), cov.shape))     # unit variance
+        z = standardise(ctx, covariates, names)
         cols.append(scale_public(ctx, [z], [1.0 / math.sqrt(n1)], frac=f, bound_bits=fmt.k)[0])
     C = concatenate(cols, axis=1)
     return orth(ctx, C, ns_iters)

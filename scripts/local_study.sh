@@ -52,7 +52,7 @@ for s in "${sites[@]}"; do
   names+=("$(basename "$s" | tr -c 'A-Za-z0-9_\n-' '_')")
 done
 providers=$(IFS=,; echo "${names[*]}")
-if [ -z "$analyses" ]; then analyses="freq"; fi
+if [ -z "$analyses" ]; then analyses="freq,gwas"; fi
 
 study_dir="$out/study"
 rm -rf "$study_dir"
