@@ -30,21 +30,25 @@ class GenotypeMatrix:
     cohort : protocols.cohort.Cohort
     sample_keep : list of bool arrays, one per provider
     snp_mask : bool array (n_snps,)
+    matrix : str
+        Which stored matrix: "imputed" (fixed point, the default), "missing"
+        or "het" (0/1 integers).
     """
 
-    def __init__(self, ctx, cohort, sample_keep, snp_mask):
+    def __init__(self, ctx, cohort, sample_keep, snp_mask, matrix: str = "imputed"):
         self.ctx = ctx
         self.cohort = cohort
+        self.matrix = matrix
         self.rows = [np.asarray(k, dtype=bool) for k in sample_keep]
         self.snp_mask = np.asarray(snp_mask, dtype=bool)
         self.row_counts = [int(r.sum()) for r in self.rows]
         self.n_rows = sum(self.row_counts)
         self.block_cols = [self.snp_mask[j0:j1] for j0, j1 in cohort.blocks]
         self.n_cols = int(self.snp_mask.sum())
-        self.frac = ctx.params.f
+        self.frac = ctx.params.f if matrix == "imputed" else 0
 
     def _pieces(self, b):
-        blocks = self.cohort.genotype_block(b, ("imputed",))["imputed"]
+        blocks = self.cohort.genotype_block(b, (self.matrix,))[self.matrix]
         return [z.select(r, self.block_cols[b]) for z, r in zip(blocks, self.rows)]
 
     def _used_blocks(self):
@@ -67,9 +71,7 @@ class GenotypeMatrix:
         for p, z in zip(owners, raw):
             sums[p] = z if sums[p] is None else sums[p] + z
         parts = [s for s in sums if s is not None]
-        m = parts[0].frac - frac
-        out = truncate_many(self.ctx, parts, m, fmt.k - fmt.f + frac + m)
-        return concatenate(out)
+        return concatenate(self._to_frac(parts, frac, fmt))
 
     def zt_times(self, Q: SharedArray, frac: int, fmt: Params) -> SharedArray:
         """Zᵀ @ Q for Q of shape (n_rows, l); result (n_cols, l) at `frac` bits."""
@@ -86,9 +88,15 @@ class GenotypeMatrix:
         for b, z in zip(owners, raw):
             sums[b] = z if b not in sums else sums[b] + z
         parts = [sums[b] for b in self._used_blocks()]
+        return concatenate(self._to_frac(parts, frac, fmt))
+
+    def _to_frac(self, parts, frac, fmt):
+        """Sums of untruncated products, brought to `frac` bits (one truncation round,
+        or none when an integer matrix times W already has the right scale)."""
         m = parts[0].frac - frac
-        out = truncate_many(self.ctx, parts, m, fmt.k - fmt.f + frac + m)
-        return concatenate(out)
+        if m <= 0:
+            return [p.rescale_exact(frac) for p in parts]
+        return truncate_many(self.ctx, parts, m, fmt.k - fmt.f + frac + m)
 
     def column_sums(self, names=("imputed", "missing")) -> dict:
         """Per-provider column sums over the selected rows and columns (local).
