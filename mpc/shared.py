@@ -24,6 +24,15 @@ from mpc import field
 from mpc.triples import MaskSpec
 
 
+def _take2(a: np.ndarray, rows, cols) -> np.ndarray:
+    """a[rows][:, cols] for boolean masks (None: all), as a contiguous copy."""
+    if rows is not None:
+        a = np.take(a, np.flatnonzero(np.asarray(rows, dtype=bool)), axis=0)
+    if cols is not None:
+        a = np.take(a, np.flatnonzero(np.asarray(cols, dtype=bool)), axis=1)
+    return np.ascontiguousarray(a)
+
+
 @dataclass(frozen=True)
 class Mask:
     """x = d + a with d public to the nodes and a shared by seeds (spec)."""
@@ -35,12 +44,7 @@ class Mask:
         return Mask(self.spec.T(), np.ascontiguousarray(self.d.transpose(1, 0, 2)))
 
     def select(self, rows=None, cols=None) -> "Mask":
-        d = self.d
-        if rows is not None:
-            d = d[np.asarray(rows, dtype=bool)]
-        if cols is not None:
-            d = d[:, np.asarray(cols, dtype=bool)]
-        return Mask(self.spec.select(rows, cols), np.ascontiguousarray(d))
+        return Mask(self.spec.select(rows, cols), _take2(self.d, rows, cols))
 
 
 class SharedArray:
@@ -151,14 +155,7 @@ class SharedArray:
         reuse the opened d (the dealer selects the same rows of its mask)."""
         if self.ndim != 2:
             raise ValueError(f"select: expected a 2-D array, got shape {self.shape}")
-        share = None
-        if self._share is not None:
-            share = self._share
-            if rows is not None:
-                share = share[np.asarray(rows, dtype=bool)]
-            if cols is not None:
-                share = share[:, np.asarray(cols, dtype=bool)]
-            share = np.ascontiguousarray(share)
+        share = None if self._share is None else _take2(self._share, rows, cols)
         mask = None if self.mask is None else self.mask.select(rows, cols)
         return SharedArray(self.ctx, share, self.frac, mask)
 

@@ -53,6 +53,11 @@ class MaskSpec:
         Public selections of rows / columns of the generated 2-D mask, as
         packed bit masks (numpy.packbits); None keeps every row / column.
         The operand is ``generated[rows][:, cols]`` (then transposed).
+    bits : bool
+        A *bit mask*: uniform 64-bit words, XOR-shared (each node's share is
+        its PRG's words, the mask is their XOR) instead of additively shared
+        field elements.  No selection or transposition (mpc.compare uses
+        these for AND triples and random bits).
     """
 
     owner: str
@@ -61,6 +66,7 @@ class MaskSpec:
     transposed: bool = False
     rows: bytes | None = None
     cols: bytes | None = None
+    bits: bool = False
 
     def _index(self, axis: int):
         packed = self.rows if axis == 0 else self.cols
@@ -115,23 +121,26 @@ class MaskSpec:
         if len(self.shape) == 2:
             r, c = self._index(0), self._index(1)
             if r is not None:
-                a = a[r]
+                a = np.take(a, r, axis=0)       # take is ~8x faster than boolean indexing here
             if c is not None:
-                a = a[:, c]
+                a = np.take(a, c, axis=1)
             if self.transposed:
                 a = a.transpose(1, 0, 2)
         return np.ascontiguousarray(a)
 
     def to_wire(self) -> list:
-        return [self.owner, self.label, list(self.shape), self.transposed, self.rows, self.cols]
+        wire = [self.owner, self.label, list(self.shape), self.transposed, self.rows, self.cols]
+        return (wire + [True]) if self.bits else wire
 
     @staticmethod
     def from_wire(obj) -> "MaskSpec":
         try:
             owner, label, shape, transposed = obj[:4]
-            rows, cols = (obj[4], obj[5]) if len(obj) == 6 else (None, None)
+            rows, cols = (obj[4], obj[5]) if len(obj) in (6, 7) else (None, None)
+            bits = bool(obj[6]) if len(obj) == 7 else False
             spec = MaskSpec(str(owner), str(label), tuple(int(s) for s in shape), bool(transposed),
-                            None if rows is None else bytes(rows), None if cols is None else bytes(cols))
+                            None if rows is None else bytes(rows), None if cols is None else bytes(cols),
+                            bits)
         except (TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed mask spec {obj!r}: {exc}") from None
         for axis, packed in ((0, spec.rows), (1, spec.cols)):
@@ -139,11 +148,15 @@ class MaskSpec:
                 raise ProtocolError(f"mask spec {spec.label}: selection does not fit shape {spec.shape}")
         if spec.transposed and len(spec.shape) != 2:
             raise ProtocolError(f"mask spec {spec.label}: only 2-D masks transpose")
+        if spec.bits and (spec.transposed or spec.rows is not None or spec.cols is not None):
+            raise ProtocolError(f"mask spec {spec.label}: a bit mask has no selection or transposition")
         return spec
 
 
 def mask_share(seed: bytes, spec: MaskSpec) -> np.ndarray:
     """A node's share of a mask, as the operand (selected and transposed as the spec says)."""
+    if spec.bits:
+        return Prg(seed, spec.label).words(_n_elements(spec.shape)).reshape(spec.shape)
     return spec.apply(Prg(seed, spec.label).field(spec.shape))
 
 
@@ -377,6 +390,11 @@ class DealerEngine:
         if _n_elements(spec.shape) > MAX_REQUEST_ELEMENTS:
             raise ProtocolError(f"mask {spec.label} of shape {spec.shape} is over the size limit")
         total = None
+        if spec.bits:  # XOR-shared words
+            for seed in self.seeds[spec.owner]:
+                a = mask_share(seed, spec)
+                total = a if total is None else np.bitwise_xor(total, a, out=total)
+            return total
         for seed in self.seeds[spec.owner]:
             a = Prg(seed, spec.label).field(spec.shape)
             total = a if total is None else field.add(total, a, out=total)
@@ -429,3 +447,149 @@ class DealerEngine:
                     raise ProtocolError(f"dealer: malformed request from {last_node}")
                 for tag, value, is_field in self.corrections(req, prg):
                     channel.send(last_node, tag, value, is_field=is_field)
+
+
+# ============================================================ comparison tuples
+#
+# Tuple kinds for the boolean side of comparisons, bit decomposition and
+# normalisation (mpc.compare).  Their XOR-shared parts are *bit masks*
+# (MaskSpec(bits=True)) under labels derived from the request's label: every
+# node draws its share from its dealer seed, nothing is sent for them, and the
+# dealer corrects only the part that depends on them.  Bits are packed 64
+# elements per uint64 word, element e in bit e % 64 of word e // 64; a "plane"
+# is one such row of words (bit j of every element).
+#
+# - "and"   n_words AND triples: (a, b) = bit mask "<label>/ab" of shape
+#           (2, n_words), c = a & b corrected: one bit of dealer traffic per AND.
+# - "dabit" random bits rho both XOR-shared (bit mask "<label>/x", shape
+#           (g, W)) and additively shared as field elements (component "rho",
+#           shape (g, n), corrected): one field element per bit.
+# - "rbits" random w-bit integers r: XOR-shared bit planes (bit mask
+#           "<label>/x", shape (w, W)) and one additively shared field element
+#           each (component "r", shape (n,), corrected).
+
+def n_words(n: int) -> int:
+    """Words needed to pack n bits."""
+    return (int(n) + 63) // 64
+
+
+def bit_mask_spec(label: str, shape) -> MaskSpec:
+    """A bit mask drawn from the dealer seeds (see MaskSpec.bits)."""
+    return MaskSpec(DEALER, label, tuple(int(s) for s in shape), bits=True)
+
+
+def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
+    """Packed words (..., W) to 0/1 uint8 values (..., n)."""
+    words = np.ascontiguousarray(words, dtype="<u8")
+    return np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")[..., :n]
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """0/1 values (..., n) to packed words (..., ceil(n / 64)); padding bits are 0."""
+    bits = np.asarray(bits, dtype=np.uint8)
+    n = bits.shape[-1]
+    pad = n_words(n) * 64 - n
+    if pad:
+        bits = np.concatenate([bits, np.zeros(bits.shape[:-1] + (pad,), dtype=np.uint8)], axis=-1)
+    return np.ascontiguousarray(np.packbits(bits, axis=-1, bitorder="little")).view("<u8").astype(np.uint64)
+
+
+_DELTA_SWAPS = ((7, 0x00AA00AA00AA00AA), (14, 0x0000CCCC0000CCCC), (28, 0x00000000F0F0F0F0))
+
+
+def _transpose8(x: np.ndarray) -> np.ndarray:
+    """Transpose the 8x8 bit matrix in every word (row i = byte i, column j = bit j)."""
+    for shift, mask in _DELTA_SWAPS:
+        t = ((x >> np.uint64(shift)) ^ x) & np.uint64(mask)
+        x = x ^ t ^ (t << np.uint64(shift))
+    return x
+
+
+def words_to_planes(values: np.ndarray) -> np.ndarray:
+    """64 bit planes (64, ceil(n / 64)) of n uint64 values: plane j holds bit j of each.
+
+    Vectorised 8x8 bit-matrix transposes (about 20 ns per value); padding
+    elements are 0.  The reference twin is mpc._kernels.bits.to_planes."""
+    values = np.asarray(values, dtype=np.uint64).reshape(-1)
+    n = values.size
+    W = n_words(n)
+    padded = np.zeros(W * 64, dtype="<u8")
+    padded[:n] = values
+    G = W * 8                                   # groups of 8 elements
+    # rows[B, g] = byte B of the 8 elements of group g (element e in byte e)
+    rows = np.ascontiguousarray(padded.view(np.uint8).reshape(G, 8, 8).transpose(2, 0, 1)).view("<u8")
+    cols = _transpose8(rows.reshape(8, G))      # byte b of [B, g]: bit 8B + b of the 8 elements
+    planes = np.ascontiguousarray(cols.view(np.uint8).reshape(8, G, 8).transpose(0, 2, 1))
+    return planes.reshape(64, G).view("<u8").astype(np.uint64, copy=False)
+
+
+def planes_to_words(planes: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of words_to_planes: up to 64 planes (w, W) to n uint64 values."""
+    w, W = planes.shape
+    full = np.zeros((64, W), dtype="<u8")
+    full[:w] = planes
+    G = W * 8
+    cols = np.ascontiguousarray(full.view(np.uint8).reshape(8, 8, G).transpose(0, 2, 1)).view("<u8")
+    rows = _transpose8(cols.reshape(8, G))
+    values = np.ascontiguousarray(rows.view(np.uint8).reshape(8, G, 8).transpose(1, 2, 0)).view("<u8")
+    return values.reshape(-1)[:n].astype(np.uint64, copy=False)
+
+
+def planes_to_field(planes: np.ndarray, n: int) -> np.ndarray:
+    """Bit planes (w, W), w <= 126, to the n integers they hold, as field elements."""
+    w = planes.shape[0]
+    if not 0 < w <= 126:
+        raise ValueError(f"planes_to_field: expected 1..126 planes, got {w}")
+    if planes.shape[1] * 64 < n:
+        raise ValueError(f"planes_to_field: {planes.shape[1]} words per plane cannot hold {n} elements")
+    out = np.zeros((n, field.LIMBS), dtype=np.uint64)
+    out[:, 0] = planes_to_words(planes[:min(w, 64)], n)
+    if w > 64:
+        out[:, 1] = planes_to_words(planes[64:], n)
+    return out
+
+
+def _check_positive_ints(req, names, what):
+    for name in names:
+        value = req.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_REQUEST_ELEMENTS:
+            raise ProtocolError(f"{what} request: {name} must be an integer in [1, {MAX_REQUEST_ELEMENTS}], "
+                                f"got {value!r}")
+
+
+def _check_and(req):
+    _check_positive_ints(req, ("n_words",), "and")
+
+
+def _and_make(req, rebuild, prg):
+    ab = rebuild(bit_mask_spec(f"{req['label']}/ab", (2, req["n_words"])))
+    return {"c": ab[0] & ab[1]}
+
+
+def _check_dabit(req):
+    _check_positive_ints(req, ("g", "n"), "dabit")
+    if req["g"] * req["n"] > MAX_REQUEST_ELEMENTS:
+        raise ProtocolError(f"dabit request: {req['g']} x {req['n']} bits is over the size limit")
+
+
+def _dabit_make(req, rebuild, prg):
+    g, n = req["g"], req["n"]
+    rho = rebuild(bit_mask_spec(f"{req['label']}/x", (g, n_words(n))))
+    return {"rho": field.from_int(unpack_bits(rho, n).astype(np.uint64))}
+
+
+def _check_rbits(req):
+    _check_positive_ints(req, ("n", "width"), "rbits")
+    if req["width"] > 126:
+        raise ProtocolError(f"rbits request: width {req['width']} is over 126 bits")
+
+
+def _rbits_make(req, rebuild, prg):
+    n, width = req["n"], req["width"]
+    planes = rebuild(bit_mask_spec(f"{req['label']}/x", (width, n_words(n))))
+    return {"r": planes_to_field(planes, n)}
+
+
+KINDS["and"] = Kind(lambda req: [("c", "bits", (req["n_words"],))], _and_make, _check_and)
+KINDS["dabit"] = Kind(lambda req: [("rho", "field", (req["g"], req["n"]))], _dabit_make, _check_dabit)
+KINDS["rbits"] = Kind(lambda req: [("r", "field", (req["n"],))], _rbits_make, _check_rbits)

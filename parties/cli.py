@@ -109,7 +109,8 @@ def cmd_run(args) -> int:
                for opt, _ in spec.options}
     summary = run_analysis(study, args.analysis, options, args.out, me=args.as_, key_file=args.key,
                            progress=not args.no_progress)
-    headline = {k: v for k, v in summary.items() if k not in ("reveals", "traffic_bytes_sent", "rounds")}
+    headline = {k: v for k, v in summary.items()
+                if k not in ("reveals", "traffic_bytes_sent", "rounds", "phases")}
     print(json.dumps({args.analysis: headline}, indent=1, default=str))
     print(f"results in {Path(args.out).resolve()}")
     return 0

@@ -164,7 +164,10 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
             result.outputs[key] = field.to_int64(total) if frac == 0 else field.decode_fixed(total, frac)
         result.seconds = time.monotonic() - start
         summary = spec.finalize(result, options, out_dir)
+        lead = result.traffic.get(nodes[0].peer, {})
         summary.update(job=job, seconds=round(result.seconds, 3),
+                       phases={name: {"seconds": round(p["seconds"], 3), "rounds": p["rounds"],
+                                      "bytes_sent": p["bytes_sent"]} for name, p in lead.items()},
                        traffic_bytes_sent={n: sum(p["bytes_sent"] for p in t.values())
                                            for n, t in result.traffic.items()},
                        rounds={n: sum(p["rounds"] for p in t.values()) for n, t in result.traffic.items()},

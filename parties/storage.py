@@ -121,6 +121,7 @@ class Submission:
         except (OSError, json.JSONDecodeError) as exc:
             raise StorageError(f"{path}: unreadable manifest ({exc})") from None
         self.provider = self.meta["provider"]
+        self._verified = {}
 
     def __getitem__(self, key):
         return self.meta[key]
@@ -132,16 +133,27 @@ class Submission:
         return name in self.meta["arrays"]
 
     def array(self, name: str) -> np.ndarray:
+        """A stored array, its checksum verified on the first read.
+
+        Later reads through this object (one job) re-verify only if the file's
+        size or modification time changed; protocols read each genotype block
+        once per pass over the data, and hashing every pass would cost more
+        than the products."""
         info = self.meta["arrays"].get(name)
         if info is None:
             raise StorageError(f"submission of {self.provider} has no array {name!r}")
-        where = f"{self.path / info['file']} ({self.provider}:{name})"
+        path = self.path / info["file"]
+        where = f"{path} ({self.provider}:{name})"
         try:
-            raw = (self.path / info["file"]).read_bytes()
+            st = path.stat()
+            raw = path.read_bytes()
         except OSError as exc:
             raise StorageError(f"{where}: {exc.strerror}") from None
-        if hashlib.sha256(raw).hexdigest() != info["sha256"]:
-            raise StorageError(f"{where}: checksum mismatch: the stored data is corrupt")
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if self._verified.get(name) != stamp:
+            if hashlib.sha256(raw).hexdigest() != info["sha256"]:
+                raise StorageError(f"{where}: checksum mismatch: the stored data is corrupt")
+            self._verified[name] = stamp
         return _array_from_bytes(raw, where)
 
     def text(self, name: str) -> str:

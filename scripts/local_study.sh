@@ -104,7 +104,8 @@ python3 - "$out/summary.json" <<'PY'
 import json, sys
 summary = json.load(open(sys.argv[1]))
 for name, s in summary.items():
-    keep = {k: v for k, v in s.items() if k not in ("reveals", "traffic_bytes_sent", "rounds", "files")}
+    keep = {k: v for k, v in s.items() if k not in ("reveals", "traffic_bytes_sent", "rounds", "files",
+                                                   "phases", "top_hits")}
     print(f"-- {name}: " + json.dumps(keep, default=str))
     if s.get("files"):
         print("   files: " + ", ".join(s["files"]))

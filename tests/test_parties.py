@@ -19,7 +19,7 @@ from mpc.errors import InputError
 from parties import keys as keyfiles
 from parties.reader import run_analysis
 from parties.service import ServiceError
-from tests.localstudy import LocalStudy
+from parties.local import LocalStudy
 
 SHARED = "/work/shared/data/secure-gwas-1k"
 PLINK2 = shutil.which("plink2")

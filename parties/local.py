@@ -1,8 +1,9 @@
-"""A local study for tests: dealer and nodes as real daemon processes on loopback.
+"""A local study: dealer and nodes as real daemon processes on loopback (tests, benchmarks).
 
 Starts ``python -m parties.cli dealer|node`` subprocesses for a fresh study
 (free ports, CurveZMQ keys), and stops exactly those processes (SIGTERM, then
-SIGKILL) when closed.
+SIGKILL) when closed.  ``usage()`` reads CPU time and peak memory of each
+daemon from /proc.
 """
 from __future__ import annotations
 
@@ -95,6 +96,23 @@ class LocalStudy:
 
     def run(self, analysis, out, **options):
         return run_analysis(self.study, analysis, options, out, progress=False)
+
+    def usage(self) -> dict:
+        """{name: (cpu seconds, peak resident MiB)} of the running daemons (Linux /proc)."""
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, p in self.procs.items():
+            try:
+                fields = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / tick
+                peak = 0
+                for line in open(f"/proc/{p.pid}/status"):
+                    if line.startswith("VmHWM:"):
+                        peak = int(line.split()[1]) / 1024
+                out[name] = (cpu, peak)
+            except (OSError, IndexError, ValueError):
+                out[name] = (float("nan"), float("nan"))
+        return out
 
     def status(self):
         client = ClientContext(self.study, next(iter(self.study.analysts)))
