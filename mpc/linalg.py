@@ -9,6 +9,8 @@ takes.  The format still satisfies k + f + sigma + 2 <= 127 (mpc.params).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mpc import beaver, field, nonlinear
@@ -44,7 +46,8 @@ def broadcast(x: SharedArray, shape) -> SharedArray:
     return SharedArray(x.ctx, np.ascontiguousarray(share), x.frac)
 
 
-def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None) -> SharedArray:
+def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
+         bound: float | None = None) -> SharedArray:
     """Löwdin orthonormalisation Q = Y (YᵀY)^(-1/2), columns orthonormal.
 
     Parameters
@@ -56,6 +59,10 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None) -> 
         YᵀY / trace exceeds about 2.25^-(ns_iters - 6) (1e-7 for 24).
     fmt : Params, optional
         Working format (default ``wide(params)``).
+    bound : float, optional
+        A public bound on the eigenvalues of YᵀY (under 3 times the largest):
+        normalise by it instead of the secret trace, which spares the inverse
+        square root (~28 rounds) when the caller knows the scale of Y.
 
     Returns
     -------
@@ -64,7 +71,8 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None) -> 
     Protocol (docs/ALGORITHMS.md, PCA step 5):
 
     1. G = YᵀY (one Beaver round; Y keeps its mask for step 5), truncated.
-    2. c = 1/sqrt(trace G) (mpc.nonlinear.inv_sqrt); A = c^2 G has trace 1.
+    2. c = 1/sqrt(trace G) (mpc.nonlinear.inv_sqrt), or 1/sqrt(bound) when a
+       public bound is given; A = c^2 G has its eigenvalues in (0, 1].
     3. Yk = A, Zk = I; ns_iters times: T = 3/2 I - Zk Yk / 2 (one product,
        truncated by f + 1), then Yk = Yk T and Zk = T Zk (one batch): 4 rounds.
     4. W = c Zk = (YᵀY)^(-1/2).
@@ -77,10 +85,13 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None) -> 
     l = Y.shape[1]
     Y = to_frac(Y, f, fmt)
     G = beaver.fixed_products(ctx, [("matmul", Y.T, Y)], fmt=fmt)[0]
-    tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
-    c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)
-    c2 = beaver.fixed_products(ctx, [("square", c, None)], fmt=fmt)[0]
-    A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
+    if bound is None:
+        tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
+        c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)
+        c2 = beaver.fixed_products(ctx, [("square", c, None)], fmt=fmt)[0]
+        A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
+    else:
+        A = truncate(G.mul_public(1.0 / float(bound), f), f, fmt.k + f)
     eye = SharedArray.public(ctx, np.eye(l), f)
     Yk, Zk = A, eye
     for _ in range(int(ns_iters)):
@@ -88,5 +99,8 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None) -> 
         zy = beaver.fixed_products(ctx, [("matmul", Zk, Yk)], frac=f - 1, fmt=fmt)[0]
         T = SharedArray.public(ctx, 1.5 * np.eye(l), f) - SharedArray(ctx, zy.share, f)
         Yk, Zk = beaver.fixed_products(ctx, [("matmul", Yk, T), ("matmul", T, Zk)], fmt=fmt)
-    W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
+    if bound is None:
+        W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
+    else:
+        W = truncate(Zk.mul_public(1.0 / math.sqrt(float(bound)), f), f, fmt.k + f)
     return beaver.fixed_products(ctx, [("matmul", Y, W)], fmt=fmt)[0]

@@ -76,7 +76,8 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24
         z = standardise(ctx, covariates, names)
         cols.append(scale_public(ctx, [z], [1.0 / math.sqrt(n1)], frac=f, bound_bits=fmt.k)[0])
     C = concatenate(cols, axis=1)
-    return orth(ctx, C, ns_iters)
+    # Every column has unit norm, so the Gram eigenvalues lie below K = trace: a public bound.
+    return orth(ctx, C, ns_iters, bound=float(C.shape[1]))
 
 
 def trend_test(ctx, cohort, qc, y: SharedArray, pcs=None, covariates=None, covariate_names=(),

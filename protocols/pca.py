@@ -10,10 +10,11 @@ with site-mean imputation).  Protocol:
    κ = 1 / sqrt(N1 M3).  X = (Z - 2f) s̃ is never formed: products use
    ``X W = Z (s̃ ∘ W) - 1 ((2f s̃)ᵀ W)`` and ``Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q))``,
    so each costs one pass of masked genotype products (one round).
-3. **Subspace iteration**: Ω public standard normal (seeded), Q = orth(X Ω);
-   ``iters`` times Q = orth(X orth(Xᵀ Q)) (mpc.linalg.orth, Newton–Schulz).
-4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z (l x l); U = I[:, :k];
-   ``eig_iters`` times U = orth(S U).  PCs = Q U (N1 x k), orthonormal.
+3. **Subspace iteration**: Ω public standard normal / sqrt(M3) (seeded),
+   Q = orth(X Ω); ``iters`` times Q = orth(X orth(Xᵀ Q)) (mpc.linalg.orth,
+   Newton–Schulz with the public eigenvalue bound 1, since ||X||_F^2 ~ 1).
+4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z / trace (l x l, one reciprocal);
+   U = I[:, :k]; ``eig_iters`` times U = orth(S U).  PCs = Q U (N1 x k), orthonormal.
 
 Nothing is revealed: the PCs feed the association test as shares.
 Working format: mpc.linalg.wide (36 fractional bits with sigma = 40).
@@ -111,6 +112,16 @@ class Standardised:
                                      fmt=fmt)[0]
 
 
+def _normalise_trace(ctx, S: SharedArray, fmt) -> SharedArray:
+    """S / trace(S) (one reciprocal of a scalar)."""
+    from mpc import field
+
+    l = S.shape[0]
+    tr = SharedArray(ctx, field.sum(np.ascontiguousarray(S.share[np.arange(l), np.arange(l)])), S.frac)
+    inv = to_frac(nonlinear.reciprocal(to_frac(tr, ctx.params.f, fmt)), fmt.f)
+    return beaver.fixed_products(ctx, [("mul", S, broadcast(inv, S.shape))], fmt=fmt)[0]
+
+
 def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
     """Steps 1-4; see the module docstring."""
     mask = pca_snps(cohort, qc, opts.ld_dist)
@@ -121,18 +132,21 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
                          f"after QC and LD thinning; lower --pcs or --pca-oversample")
     with ctx.phase("pca"):
         X = Standardised(ctx, cohort, qc, mask)
-        omega = np.random.default_rng(opts.seed).standard_normal((m3, l))
-        Q = orth(ctx, X.times_public(omega), opts.ns_iters)
+        omega = np.random.default_rng(opts.seed).standard_normal((m3, l)) / math.sqrt(m3)
+        # ||X||_F^2 ~ 1, so every Gram matrix below has eigenvalues under ~1: public bound 1.
+        Q = orth(ctx, X.times_public(omega), opts.ns_iters, bound=1.0)
         steps = 2 * opts.iters + 2
         for t in range(opts.iters):
-            P = orth(ctx, X.t_times(Q), opts.ns_iters)
-            Q = orth(ctx, X.times(P), opts.ns_iters)
+            P = orth(ctx, X.t_times(Q), opts.ns_iters, bound=1.0)
+            Q = orth(ctx, X.times(P), opts.ns_iters, bound=1.0)
             ctx.progress("pca", 2 * t + 2, steps)
         Zt = X.t_times(Q)
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=X.fmt)[0]
+        S = _normalise_trace(ctx, S, X.fmt)       # eigenvalues sum to 1
         U = SharedArray.public(ctx, np.eye(l)[:, :opts.k], X.fmt.f)
         for _ in range(opts.eig_iters):
-            U = orth(ctx, beaver.fixed_products(ctx, [("matmul", S, U)], fmt=X.fmt)[0], opts.ns_iters)
+            U = orth(ctx, beaver.fixed_products(ctx, [("matmul", S, U)], fmt=X.fmt)[0], opts.ns_iters,
+                     bound=1.0)
         pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=X.fmt)[0]
         ctx.progress("pca", steps, steps)
     return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3)

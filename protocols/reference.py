@@ -673,7 +673,7 @@ def ld_thin(chrom, pos, keep, dist=100000):
     return out
 
 
-def orth(Y, ns_iters=24):
+def orth(Y, ns_iters=24, bound=None):
     """Löwdin orthonormalisation ``Y (YᵀY)^(-1/2)`` by coupled Newton–Schulz.
 
     Exactly ALGORITHMS.md PCA step 5: ``G = YᵀY``, ``A = G / trace(G)``,
@@ -694,6 +694,11 @@ def orth(Y, ns_iters=24):
     ----------
     Y : array_like, shape (n, k)
     ns_iters : int
+    bound : float, optional
+        A public upper bound on the eigenvalues of YᵀY (below 3 times the
+        largest) to normalise by instead of the trace; the secure protocol
+        uses it where the scaling of Y is known, which spares an inverse
+        square root.
 
     Returns
     -------
@@ -706,16 +711,16 @@ def orth(Y, ns_iters=24):
     if int(ns_iters) != ns_iters or ns_iters < 0:
         raise InputError(f"ns_iters must be a non-negative integer, got {ns_iters}")
     G = Y.T @ Y
-    trace = float(np.trace(G))
-    if trace == 0.0:
+    scale = float(np.trace(G)) if bound is None else float(bound)
+    if scale == 0.0:
         return np.zeros_like(Y)
     eye = np.eye(G.shape[0])
-    Yk, Zk = G / trace, eye
+    Yk, Zk = G / scale, eye
     for _ in range(int(ns_iters)):
         T = (3.0 * eye - Zk @ Yk) / 2.0
         Yk = Yk @ T
         Zk = T @ Zk
-    return Y @ (Zk / math.sqrt(trace))
+    return Y @ (Zk / math.sqrt(scale))
 
 
 def orth_exact(Y, rtol=None):
@@ -861,12 +866,14 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     """Randomized PCA exactly as ALGORITHMS.md PCA steps 2–5, in float64.
 
     1. X = :func:`standardise` (N1 × M3).
-    2. Ω = ``np.random.default_rng(seed).standard_normal((M3, l))``, l = k + oversample.
+    2. Ω = ``np.random.default_rng(seed).standard_normal((M3, l)) / sqrt(M3)``, l = k + oversample.
     3. ``Q = orth(X Ω)``; ``iters`` times ``Q = orth(X orth(Xᵀ Q))``.
-    4. ``Z = Xᵀ Q``, ``S = Zᵀ Z``; ``U = I[:, :k]``; ``eig_iters`` times ``U = orth(S U)``.
+    4. ``Z = Xᵀ Q``, ``S = Zᵀ Z / trace(Zᵀ Z)``; ``U = I[:, :k]``; ``eig_iters`` times
+       ``U = orth(S U)``.
     5. PCs = ``Q U``.
 
-    ``orth`` is :func:`orth` with ``ns_iters`` Newton–Schulz steps.
+    ``orth`` is :func:`orth` with ``ns_iters`` Newton–Schulz steps and the public
+    bound 1 on the Gram eigenvalues (||X||_F^2 ~ 1).
 
     Parameters
     ----------
@@ -886,15 +893,18 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     if k < 1 or oversample < 0 or l > min(n_kept, m_used):
         raise InputError(f"k + oversample = {l} must be between 1 and min(N1, M3) = "
                          f"{min(n_kept, m_used)} (k = {k} >= 1, oversample = {oversample} >= 0)")
-    omega = np.random.default_rng(seed).standard_normal((m_used, l))
-    Q = orth(X @ omega, ns_iters)
+    omega = np.random.default_rng(seed).standard_normal((m_used, l)) / math.sqrt(m_used)
+    # ||X||_F^2 is about 1 (standardised columns, scaled by 1/sqrt(N1 M3)), so the
+    # Gram matrices of X Ω, X P and Xᵀ Q have eigenvalues below ~1: public bound 1.
+    Q = orth(X @ omega, ns_iters, bound=1.0)
     for _ in range(int(iters)):
-        Q = orth(X @ orth(X.T @ Q, ns_iters), ns_iters)
+        Q = orth(X @ orth(X.T @ Q, ns_iters, bound=1.0), ns_iters, bound=1.0)
     Z = X.T @ Q
     S = Z.T @ Z
+    S = S / np.trace(S)          # eigenvalues sum to 1: (S U)ᵀ(S U) is below 1
     U = np.eye(l)[:, :k]
     for _ in range(int(eig_iters)):
-        U = orth(S @ U, ns_iters)
+        U = orth(S @ U, ns_iters, bound=1.0)
     error = max(np.max(np.abs(Q.T @ Q - np.eye(l))), np.max(np.abs(U.T @ U - np.eye(k))))
     return PcaResult(pcs=Q @ U, q=Q, s=S, u=U,
                      snp_index=np.flatnonzero(np.asarray(snp_keep_pca, bool)), alt_freq=alt_freq,
