@@ -13,13 +13,14 @@ import sys
 
 import numpy as np
 import pytest
-from bed_reader import open_bed, to_bed
+
 
 from mpc.errors import InputError
 from parties import keys as keyfiles
 from parties.reader import run_analysis
 from parties.service import ServiceError
 from parties.local import LocalStudy
+from tests.plinkutil import merge_sites
 
 SHARED = "/work/shared/data/secure-gwas-1k"
 PLINK2 = shutil.which("plink2")
@@ -37,25 +38,6 @@ def _shared_sites(tmp_path):
         shutil.copytree(src / s, tmp_path / "sites" / s)
         out.append(tmp_path / "sites" / s)
     return out
-
-
-def _merge_beds(sites, out_prefix):
-    """Concatenate the sites' .bed files by individuals (same SNPs), keep their .bim."""
-    parts, fam = [], []
-    for s in sites:
-        with open_bed(s / "genotypes.bed", count_A1=True) as bed:
-            parts.append(bed.read(dtype="float32"))
-        fam += (s / "genotypes.fam").read_text().splitlines()
-    val = np.vstack(parts)
-    shutil.copy(sites[0] / "genotypes.bim", f"{out_prefix}.bim")
-    (out_prefix.parent / f"{out_prefix.name}.fam").write_text("\n".join(fam) + "\n")
-    bim = np.loadtxt(f"{out_prefix}.bim", dtype=str)
-    to_bed(f"{out_prefix}.bed", val, properties={"iid": [f.split()[1] for f in fam],
-                                                 "fid": [f.split()[0] for f in fam],
-                                                 "sid": bim[:, 1], "chromosome": bim[:, 0],
-                                                 "bp_position": bim[:, 3].astype(int),
-                                                 "allele_1": bim[:, 4], "allele_2": bim[:, 5]},
-           count_A1=True)
 
 
 def _plink_freq(prefix, out):
@@ -92,7 +74,7 @@ def test_freq_pooled_equals_plink2(study, tmp_path):
         study.submit(site, name)
     summary = study.run("freq", tmp_path / "out")
     assert summary["n_samples"] == 1000 and summary["n_snps"] == 1000
-    _merge_beds(sites, tmp_path / "merged")
+    merge_sites(sites, tmp_path / "merged")
     afreq, vmiss = _plink_freq(tmp_path / "merged", tmp_path / "plink")
     _check_against_plink(_read_freq_tsv(tmp_path / "out" / "freq.tsv"), afreq, vmiss)
     # The results reached the analyst only: the reveal log lists just the counts, to the analyst.

@@ -1,0 +1,214 @@
+"""Secure GWAS (QC, PCA, trend test) against the plaintext reference and PLINK 2.
+
+A simulated structured cohort (3 sites, 3 populations, confounded case/control
+phenotype, a few causal SNPs, missing calls, rare SNPs, high-missingness
+samples and SNPs) is masked as providers do and analysed by dealer + 3 nodes
+(threads).  Checks:
+
+- QC keep sets identical to protocols.reference.qc, and to plink2's --mind
+  (samples) and --geno --maf (SNPs, on the same kept samples);
+- secure PCs span the reference's randomized-PCA subspace (cosines >= 0.9999)
+  and the exact PCs' real axes (cosines >= 0.99);
+- CHISQ within 1e-5 relative of the reference running the same algorithm,
+  for every SNP with CHISQ > 1;
+- -log10 P correlation >= 0.999 with plink2 --glm (linear; the same PCs and
+  covariates as covariates);
+- the causal SNPs are the strongest hits; lambda_GC near 1 with PCs and
+  inflated without them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from bed_reader import open_bed
+
+from mpc.reveal import reveal
+from parties import report
+from parties.analyses import gwas_inputs
+from parties.cohort import StoredCohort
+from parties.harness import run_threads
+from parties.simulate import SimulationTruth, simulate
+from parties.sites import read_site
+from protocols import association as assoc
+from protocols import qc as qcp
+from protocols import reference as ref
+from tests import plinkutil
+from tests.memcohort import make_submissions
+
+OPTIONS = {"pheno": "CASE", "covar_names": "AGE", "mind": 0.05, "geno": 0.05, "maf": 0.02, "hwe": 1e-6,
+           "het_min": None, "het_max": None, "het_sd": None, "pcs": 5, "pca_oversample": 5,
+           "pca_iters": 3, "pca_eig_iters": 15, "ld_dist": 100000, "pca_seed": 3}
+POLICY = {**{k: list(v) for k, v in qcp.POLICY.items()}, **{k: list(v) for k, v in assoc.POLICY.items()},
+          "test.pcs": ["nodes"]}
+
+
+def _node(ctx, subs, options):
+    cohort = StoredCohort(ctx, subs)
+    qc, pcs, y, kind, cov, names, public = gwas_inputs(ctx, cohort, options)
+    res = assoc.trend_test(ctx, cohort, qc, y, pcs=pcs, covariates=cov, covariate_names=names)
+    pcs_open = reveal(ctx, pcs, "test.pcs") if pcs is not None else None
+    return np.concatenate(qc.sample_keep), qc.snp_keep, qc.snp_reason, res.snp_mask, pcs_open, public
+
+
+def _r_from(outputs_per_node):
+    from mpc import field
+
+    shares = [dict(((n, m.get("key")), s) for n, s, m in out) for out in outputs_per_node]
+    total = shares[0][("gwas.r", None)]
+    for sh in shares[1:]:
+        total = field.add(total, sh[("gwas.r", None)])
+    return field.decode_fixed(total, 28)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gwas")
+    truth = simulate(out_dir=root / "sites", sites=3, samples=1200, snps=4000, seed=11, n_causal=4)
+    sites = [root / "sites" / f"site{i}" for i in (1, 2, 3)]
+    G, phen, cov = [], [], []
+    for s in sites:
+        site = read_site(s)
+        with open_bed(s / "genotypes.bed") as bed:
+            g = bed.read(dtype="int8")
+        G.append(np.where(g < 0, -1, g).astype(np.int8))
+        phen.append({"CASE": (site.phenotypes()["CASE"], "binary")})
+        c = site.covariates()
+        cov.append((["AGE"], np.asarray(c["AGE"]).reshape(-1, 1)))
+    snps = read_site(sites[0]).snps
+    subs, seeds = make_submissions(G, 3, block_snps=512, phenotypes=phen, covariates=cov,
+                                   chrom=snps.chrom, pos=snps.pos)
+    runs = {}
+    for label, pcs in (("pcs", OPTIONS["pcs"]), ("nopcs", 0)):
+        opts = dict(OPTIONS, pcs=pcs)
+        out = run_threads(3, _node, (subs, opts), extra_seeds=seeds, policy=POLICY, full=True, timeout=900)
+        runs[label] = {"result": out[0]["result"], "r": _r_from([o["outputs"] for o in out[:3]])}
+    allg = np.vstack(G)
+    plain = {
+        "dosage": np.where(allg < 0, 0, allg), "missing": allg < 0, "het": allg == 1,
+        "y": np.concatenate([p["CASE"][0] for p in phen]),
+        "age": np.concatenate([c[1][:, 0] for c in cov]),
+        "site": np.concatenate([np.full(g.shape[0], i) for i, g in enumerate(G)]),
+        "snps": snps,
+    }
+    return {"root": root, "sites": sites, "truth": truth, "runs": runs, "plain": plain}
+
+
+def _reference_qc(plain):
+    return ref.qc(plain["dosage"], plain["missing"], plain["het"], mind=OPTIONS["mind"], geno=OPTIONS["geno"],
+                  maf=OPTIONS["maf"], hwe=OPTIONS["hwe"],
+                  pheno_missing=np.isnan(plain["y"]) | np.isnan(plain["age"]))
+
+
+def test_qc_keep_sets_equal_reference(study):
+    keep, snp_keep, reason, _, _, _ = study["runs"]["pcs"]["result"]
+    r = _reference_qc(study["plain"])
+    assert np.array_equal(keep, r.sample_keep)
+    assert np.array_equal(snp_keep, r.snp_keep)
+    assert np.array_equal(reason, r.snp_reason)
+    assert (~r.sample_keep).sum() > 0 and (~r.snp_keep).sum() > 0       # the filters did something
+
+
+def test_qc_keep_sets_equal_plink2(study, tmp_path):
+    keep, snp_keep, reason, _, _, _ = study["runs"]["pcs"]["result"]
+    plain = study["plain"]
+    prefix = plinkutil.merge_sites(study["sites"], tmp_path / "pooled")
+    ids = np.array([l.split()[1] for l in (tmp_path / "pooled.fam").read_text().splitlines()])
+    # --mind alone: the samples plink2 keeps, minus those without phenotype / covariate.
+    plinkutil.run(["--bfile", prefix, "--mind", OPTIONS["mind"], "--write-samples", "--out", tmp_path / "mind"])
+    kept_ids = set(plinkutil.read_ids(tmp_path / "mind.id")[1:]) if (tmp_path / "mind.id").exists() else set()
+    plink_keep = np.isin(ids, list(kept_ids)) & ~np.isnan(plain["y"]) & ~np.isnan(plain["age"])
+    assert np.array_equal(plink_keep, keep)
+    # --geno --maf on exactly our kept samples.
+    (tmp_path / "keep.txt").write_text("\n".join(f"{i}\t{i}" for i in ids[keep]) + "\n")
+    plinkutil.run(["--bfile", prefix, "--keep", tmp_path / "keep.txt", "--geno", OPTIONS["geno"],
+                   "--maf", OPTIONS["maf"], "--write-snplist", "--out", tmp_path / "snps"])
+    plink_snps = set(plinkutil.read_ids(tmp_path / "snps.snplist"))
+    ours = set(plain["snps"].id[snp_keep | (reason == "hwe")])            # HWE is not PLINK's exact test
+    assert ours == plink_snps
+
+
+def test_pcs_match_reference_and_real_axes(study):
+    keep, _, _, tested, pcs, _ = study["runs"]["pcs"]["result"]
+    plain, truth = study["plain"], study["truth"]
+    r = _reference_qc(plain)
+    poly = r.snp_keep & (r.alt_freq > 0) & (r.alt_freq < 1)
+    mask = ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+    kw = dict(k=OPTIONS["pcs"], oversample=OPTIONS["pca_oversample"], iters=OPTIONS["pca_iters"],
+              eig_iters=OPTIONS["pca_eig_iters"], seed=OPTIONS["pca_seed"], site=plain["site"])
+    rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, **kw)
+    assert ref.principal_cosines(pcs, rp.pcs).min() >= 0.9999
+    n_real = len(set(truth.population.tolist())) - 1
+    exact = ref.pca_exact(plain["dosage"], plain["missing"], keep, mask, k=n_real, site=plain["site"])
+    assert ref.principal_cosines(pcs, exact.pcs)[:n_real].min() >= 0.99
+
+
+def test_chisq_matches_reference(study):
+    keep, _, _, tested, pcs, _ = study["runs"]["pcs"]["result"]
+    plain = study["plain"]
+    r = study["runs"]["pcs"]["r"]
+    # The reference's own PCs (same public projection and iterations), not the secure ones.
+    rq = _reference_qc(plain)
+    poly = rq.snp_keep & (rq.alt_freq > 0) & (rq.alt_freq < 1)
+    mask = ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+    rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, k=OPTIONS["pcs"],
+                 oversample=OPTIONS["pca_oversample"], iters=OPTIONS["pca_iters"],
+                 eig_iters=OPTIONS["pca_eig_iters"], seed=OPTIONS["pca_seed"], site=plain["site"])
+    tt = ref.trend_test(plain["dosage"], plain["missing"], plain["het"], plain["y"], plain["age"][:, None],
+                        rp.pcs, keep, tested, site=plain["site"])
+    chisq = keep.sum() * r * r
+    big = tt.chisq > 1
+    assert big.sum() > 50
+    rel = np.abs(chisq[big] - tt.chisq[big]) / tt.chisq[big]
+    assert rel.max() <= 1e-5, f"max relative CHISQ error {rel.max():.2e}"
+
+
+def test_plink2_glm_agrees(study, tmp_path):
+    keep, snp_keep, _, tested, pcs, _ = study["runs"]["pcs"]["result"]
+    plain = study["plain"]
+    r = study["runs"]["pcs"]["r"]
+    prefix = plinkutil.merge_sites(study["sites"], tmp_path / "pooled")
+    ids = np.array([l.split()[1] for l in (tmp_path / "pooled.fam").read_text().splitlines()])
+    kept = ids[keep]
+    y = plain["y"][keep]
+    # Case/control coded 3/4 so that plink2 fits the linear model.
+    (tmp_path / "pheno.txt").write_text("#FID\tIID\tY\n" + "".join(
+        f"{i}\t{i}\t{3 + int(v)}\n" for i, v in zip(kept, y)))
+    cols = [f"PC{j + 1}" for j in range(pcs.shape[1])] + ["AGE"]
+    (tmp_path / "covar.txt").write_text("#FID\tIID\t" + "\t".join(cols) + "\n" + "".join(
+        f"{i}\t{i}\t" + "\t".join(f"{v:.12g}" for v in row) + "\n"
+        for i, row in zip(kept, np.column_stack([pcs, plain["age"][keep]]))))
+    (tmp_path / "keep.txt").write_text("\n".join(f"{i}\t{i}" for i in kept) + "\n")
+    snp_ids = plain["snps"].id[tested]
+    (tmp_path / "extract.txt").write_text("\n".join(snp_ids) + "\n")
+    plinkutil.run(["--bfile", prefix, "--keep", tmp_path / "keep.txt", "--extract", tmp_path / "extract.txt",
+                   "--pheno", tmp_path / "pheno.txt", "--covar", tmp_path / "covar.txt",
+                   "--covar-variance-standardize", "--glm", "hide-covar", "--out", tmp_path / "glm"])
+    glm = plinkutil.read_table(tmp_path / "glm.Y.glm.linear")
+    theirs = dict(zip(glm["ID"], -np.log10(glm["P"].astype(float))))
+    ours = report.neglog10_p(keep.sum() * r * r)
+    pairs = np.array([(o, theirs[s]) for s, o in zip(snp_ids, ours) if np.isfinite(theirs.get(s, np.nan))])
+    assert len(pairs) > 0.95 * len(snp_ids)
+    assert np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1] >= 0.999
+
+
+def test_causal_snps_found_and_lambda(study):
+    truth: SimulationTruth = study["truth"]
+    plain = study["plain"]
+    keep = study["runs"]["pcs"]["result"][0]
+    n1 = keep.sum()
+    lam = {}
+    for label in ("pcs", "nopcs"):
+        tested = study["runs"][label]["result"][3]
+        chisq = n1 * study["runs"][label]["r"] ** 2
+        lam[label] = report.genomic_control(chisq)
+        if label == "pcs":
+            ids = plain["snps"].id[tested]
+            top = set(ids[np.argsort(-chisq)[:len(truth.causal)]])
+            causal = {c.id for c in truth.causal}
+            assert causal <= top or len(causal & top) >= len(causal) - 1, (causal, top)
+            p = {s: math.exp(-report.neglog10_p(np.array([c]))[0] * math.log(10)) for s, c in zip(ids, chisq)}
+            assert all(p[c] < 1e-6 for c in causal if c in p)
+    assert lam["pcs"] < 1.1, lam
+    assert lam["nopcs"] > 1.3, lam
