@@ -1401,19 +1401,28 @@ class ScoreResult:
     null: LogisticNullModel
 
 
-def _logistic_gwas_inputs(dosage, missing, het, y, C, sample_keep):
+def _logistic_gwas_inputs(dosage, missing, het, y, C, sample_keep, site=None, f=28):
+    """Kept rows of the genotypes, y and C, and the site-mean imputed matrix
+    (kept rows) when ``site`` is given, else None (pooled-mean imputation)."""
     dosage, missing, het = _genotypes(dosage, missing, het)
     sample_keep = _mask("sample_keep", sample_keep, dosage.shape[0])
     y_kept = _per_sample("y", y, sample_keep, ndim=1)
     C_kept = _per_sample("C", C, sample_keep, ndim=2)
-    return dosage[sample_keep], missing[sample_keep], y_kept, C_kept
+    imputed = None
+    if site is not None:
+        site = np.asarray(site)
+        if site.shape != (dosage.shape[0],):
+            raise InputError(f"site must have shape ({dosage.shape[0]},), got {site.shape}")
+        imputed = site_mean_imputed(dosage, missing, site, f)[sample_keep]
+    return dosage[sample_keep], missing[sample_keep], y_kept, C_kept, imputed
 
 
-def score_test(dosage, missing, het, y, C, sample_keep, snp_keep, *, null=None):
+def score_test(dosage, missing, het, y, C, sample_keep, snp_keep, *, null=None, site=None, f=28):
     """Logistic score test of every kept SNP (ALGORITHMS.md "Logistic GWAS").
 
     With the null model fitted once (``mu``, ``W = diag(mu (1 - mu))``) and
-    ``x`` the mean-imputed dosage as in the trend test:
+    ``x`` the mean-imputed dosage as in the trend test (pooled mean, or the
+    providers' site means with ``site``):
     ``U = xᵀ(y - mu)``, ``V = xᵀWx - xᵀWC (CᵀWC)^-1 CᵀWx``, ``CHISQ = U^2 / V``
     (1 df).
 
@@ -1428,12 +1437,18 @@ def score_test(dosage, missing, het, y, C, sample_keep, snp_keep, *, null=None):
     snp_keep : array of bool, shape (M0,)
     null : LogisticNullModel, optional
         A null model already fitted on the same kept samples.
+    site : array of int, shape (N0,), optional
+        Provider of each sample: use site-mean imputation (:func:`site_mean_imputed`)
+        as the secure protocol does, instead of the pooled mean.
+    f : int
+        Fractional bits of the site means.
 
     Returns
     -------
     ScoreResult
     """
-    d_kept, m_kept, y_kept, C_kept = _logistic_gwas_inputs(dosage, missing, het, y, C, sample_keep)
+    d_kept, m_kept, y_kept, C_kept, imputed = _logistic_gwas_inputs(dosage, missing, het, y, C, sample_keep,
+                                                                     site, f)
     snp_keep = _mask("snp_keep", snp_keep, d_kept.shape[1])
     if null is None:
         null = logistic_null(y_kept, C_kept)
@@ -1451,7 +1466,7 @@ def score_test(dosage, missing, het, y, C, sample_keep, snp_keep, *, null=None):
     variance = np.full(snp_index.size, np.nan)
     for start in range(0, snp_index.size, _SNP_BLOCK):
         columns = snp_index[start:start + _SNP_BLOCK]
-        x, n_obs = _imputed_block(d_kept, m_kept, columns)
+        x, n_obs = _imputed_block(d_kept, m_kept, columns, imputed)
         x[:, n_obs == 0] = 0.0
         # residual of x after the W-weighted projection on C
         x_adjusted = x - C_kept @ linalg.cho_solve(cho, C_kept.T @ (x * w[:, None]))
@@ -1494,11 +1509,12 @@ class WaldResult:
     n_samples: int
 
 
-def wald_per_snp(dosage, missing, het, y, C, sample_keep, snp_indices, *, max_iter=100, tol=1e-10):
+def wald_per_snp(dosage, missing, het, y, C, sample_keep, snp_indices, *, max_iter=100, tol=1e-10,
+                 site=None, f=28):
     """Full per-SNP logistic fit with [C, x_j] for a list of SNPs (the top hits).
 
     ``x_j`` is the mean-imputed dosage over the kept samples (as in the trend
-    and score tests); each fit is :func:`logistic_fit` with ``intercept=False``
+    and score tests; the providers' site means with ``site``); each fit is :func:`logistic_fit` with ``intercept=False``
     on ``[C, x_j]`` and no penalty.  A fit that fails (separation, collinear,
     no convergence) gets NaN statistics and a ``status``, not an exception.
 
@@ -1512,12 +1528,17 @@ def wald_per_snp(dosage, missing, het, y, C, sample_keep, snp_indices, *, max_it
     sample_keep : array of bool, shape (N0,)
     snp_indices : sequence of int, length S
         Input columns (0 .. M0-1) of the SNPs to fit.
+    site : array of int, shape (N0,), optional
+        Provider of each sample: site-mean imputation, as in :func:`score_test`.
+    f : int
+        Fractional bits of the site means.
 
     Returns
     -------
     WaldResult
     """
-    d_kept, m_kept, y_kept, C_kept = _logistic_gwas_inputs(dosage, missing, het, y, C, sample_keep)
+    d_kept, m_kept, y_kept, C_kept, imputed = _logistic_gwas_inputs(dosage, missing, het, y, C, sample_keep,
+                                                                     site, f)
     _check_has_intercept(C_kept)
     snp_indices = np.asarray(snp_indices, dtype=np.int64).reshape(-1)
     if snp_indices.size and (snp_indices.min() < 0 or snp_indices.max() >= d_kept.shape[1]):
@@ -1529,7 +1550,7 @@ def wald_per_snp(dosage, missing, het, y, C, sample_keep, snp_indices, *, max_it
     iterations = np.zeros(size, dtype=np.int64)
     names = [f"c{j}" for j in range(C_kept.shape[1])] + ["snp"]
     for s, j in enumerate(snp_indices):
-        x, n_obs = _imputed_block(d_kept, m_kept, np.array([j]))
+        x, n_obs = _imputed_block(d_kept, m_kept, np.array([j]), imputed)
         if n_obs[0] == 0:
             status[s] = "collinear"
             continue
