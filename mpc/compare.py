@@ -73,7 +73,7 @@ def _not(ctx, planes: np.ndarray) -> np.ndarray:
     return planes ^ _ALL if ctx.leads else planes.copy()
 
 
-def _xor_public(ctx, planes: np.ndarray, public: np.ndarray) -> np.ndarray:
+def xor_public(ctx, planes: np.ndarray, public: np.ndarray) -> np.ndarray:
     return planes ^ public if ctx.leads else planes.copy()
 
 
@@ -162,17 +162,17 @@ class Circuit:
     levels: list
 
 
-def request_and_gates(ctx, gate_counts, widths) -> list:
+def request_and_gates(ctx, counts, widths) -> list:
     """Ask the dealer for the AND triples of circuits evaluated in lockstep.
 
-    gate_counts: per circuit, the number of AND gates (planes) per level;
+    counts: per circuit, the number of AND gates (planes) per level;
     widths: per circuit, words per plane.  One request per level; returns the
     batches for run_circuits.  Calling this before an earlier opening lets
     the dealer compute them while the nodes exchange."""
-    depth = max((len(g) for g in gate_counts), default=0)
+    depth = max((len(g) for g in counts), default=0)
     batches = []
     for d in range(depth):
-        size = sum(g[d] * w for g, w in zip(gate_counts, widths) if d < len(g))
+        size = sum(g[d] * w for g, w in zip(counts, widths) if d < len(g))
         label = ctx.label("and")
         batches.append((ctx.tuples.request("and", label, n_words=size), bit_mask_spec(f"{label}/ab", (2, size))))
     return batches
@@ -357,7 +357,7 @@ def open_masked(ctx, groups, prefetch=None) -> list:
 # ============================================================ circuit builders
 
 @functools.lru_cache(maxsize=None)
-def _lt_plan(B: int) -> tuple:
+def lt_plan(B: int) -> tuple:
     return tuple(plan_borrows(B - 1, [B - 2])) if B > 1 else ()
 
 
@@ -367,7 +367,7 @@ def _eq_plan(B: int) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def _decompose_plan(w: int, outputs: tuple) -> tuple:
+def decompose_plan(w: int, outputs: tuple) -> tuple:
     return tuple(plan_borrows(w, [i - 1 for i in outputs]))
 
 
@@ -376,11 +376,12 @@ def _suffix_plan(w: int) -> tuple:
     return tuple(plan_and_prefix(w, range(w), reverse=True))
 
 
-def _gates(plan) -> list:
+def gate_counts(plan) -> list:
+    """AND gates per level of a plan (for request_and_gates)."""
     return [lv.x.size for lv in plan]
 
 
-class _LessThanCircuit:
+class LessThanCircuit:
     """[x < T] from a masked opening with window w = B: NOT bit B-1 of
     y - T = (c - T) - r, the borrow over the low B-1 bits via a pruned tree."""
 
@@ -393,25 +394,25 @@ class _LessThanCircuit:
         r = m.r_planes[:B - 1]
         regs = np.empty((2 * (B - 1), cp.shape[1]), dtype=np.uint64)
         regs[:B - 1] = r & ~cp                      # g_i = r_i AND NOT c_i
-        regs[B - 1:] = _xor_public(ctx, r, ~cp)      # p_i = r_i XOR NOT c_i
-        self.circuit = Circuit(regs, list(_lt_plan(B)))
+        regs[B - 1:] = xor_public(ctx, r, ~cp)      # p_i = r_i XOR NOT c_i
+        self.circuit = Circuit(regs, list(lt_plan(B)))
 
     def result(self) -> np.ndarray:
         """XOR share of [x < T], one plane."""
         B = self.m.B
         borrow = self.circuit.registers[B - 2] if B > 1 else np.zeros_like(self.c_top)
         top = self.m.r_planes[B - 1] ^ borrow          # y_{B-1} = c ^ r ^ borrow
-        return _xor_public(self.ctx, top, ~self.c_top)  # NOT y_{B-1}
+        return xor_public(self.ctx, top, ~self.c_top)  # NOT y_{B-1}
 
 
-class _EqualCircuit:
+class EqualCircuit:
     """[x == T]: y - T = 2^(B-1) iff every bit of (c - T) XOR 2^(B-1) equals r's."""
 
     def __init__(self, ctx, m: MaskedOpening, threshold):
         B = m.B
         cp = public_planes(m.c_minus(threshold), 0, B)
         cp[B - 1] = ~cp[B - 1]
-        regs = _xor_public(ctx, m.r_planes[:B], ~cp)   # bit equal: NOT(r XOR c')
+        regs = xor_public(ctx, m.r_planes[:B], ~cp)   # bit equal: NOT(r XOR c')
         self.circuit = Circuit(regs, list(_eq_plan(B)))
         self.B = B
 
@@ -419,7 +420,7 @@ class _EqualCircuit:
         return self.circuit.registers[self.B - 1]
 
 
-class _DecomposeCircuit:
+class DecomposeCircuit:
     """Bits of y mod 2^w (y = x + 2^(B-1)): borrows at the requested positions."""
 
     def __init__(self, ctx, m: MaskedOpening, borrows_into):
@@ -430,8 +431,8 @@ class _DecomposeCircuit:
         r = m.r_planes
         regs = np.empty((2 * w, self.cp.shape[1]), dtype=np.uint64)
         regs[:w] = r & ~self.cp
-        regs[w:] = _xor_public(ctx, r, ~self.cp)
-        self.circuit = Circuit(regs, list(_decompose_plan(w, tuple(borrows_into))))
+        regs[w:] = xor_public(ctx, r, ~self.cp)
+        self.circuit = Circuit(regs, list(decompose_plan(w, tuple(borrows_into))))
 
     def borrow(self, i: int) -> np.ndarray:
         """XOR share of the borrow into bit i (i = w: [c mod 2^w < r_lo])."""
@@ -441,7 +442,7 @@ class _DecomposeCircuit:
 
     def bit(self, i: int) -> np.ndarray:
         """XOR share of bit i of y."""
-        return _xor_public(self.ctx, self.m.r_planes[i] ^ self.borrow(i), self.cp[i])
+        return xor_public(self.ctx, self.m.r_planes[i] ^ self.borrow(i), self.cp[i])
 
 
 # ============================================================ helpers
@@ -458,7 +459,7 @@ def _bound(ctx, bits) -> int:
     return ctx.params.k if bits is None else int(bits)
 
 
-def _threshold_ints(t, frac: int, above: bool = False):
+def threshold_ints(t, frac: int, above: bool = False):
     """Integer thresholds T for real (or integer) public t at `frac` bits:
     X < T iff X / 2^frac < t (above=False: T = ceil(t 2^frac)), or
     X >= T iff X / 2^frac > t (above=True: T = floor(t 2^frac) + 1).
@@ -476,7 +477,7 @@ def _threshold_ints(t, frac: int, above: bool = False):
     return T
 
 
-def _check_thresholds(T, B: int):
+def check_thresholds(T, B: int):
     """Thresholds as int64 arrays or ints, within the comparison bound."""
     limit = 1 << (B - 2)
     values = [T] if isinstance(T, int) else list(np.asarray(T, dtype=object).reshape(-1))
@@ -497,21 +498,21 @@ def _compare_openings(ctx, items):
     for share, B, tests in items:
         n = np.asarray(share).reshape(-1, field.LIMBS).shape[0]
         for kind, _ in tests:
-            plans.append(_lt_plan(B) if kind == "lt" else _eq_plan(B))
+            plans.append(lt_plan(B) if kind == "lt" else _eq_plan(B))
             widths.append(n_words(n))
         if tests:
             layout.append((len(tests), n))
     pre = {}
 
     def prefetch():
-        pre["and"] = request_and_gates(ctx, [_gates(p) for p in plans], widths)
+        pre["and"] = request_and_gates(ctx, [gate_counts(p) for p in plans], widths)
         if layout:
             pre["dabits"] = request_dabits(ctx, *_dabit_layout(layout))
 
     openings = open_masked(ctx, [(share, B, B) for share, B, _ in items], prefetch)
     builders = []
     for m, (_, _, tests) in zip(openings, items):
-        builders.append([(_LessThanCircuit if kind == "lt" else _EqualCircuit)(ctx, m, T) for kind, T in tests])
+        builders.append([(LessThanCircuit if kind == "lt" else EqualCircuit)(ctx, m, T) for kind, T in tests])
     run_circuits(ctx, [b.circuit for bs in builders for b in bs], pre["and"])
     conv = [(np.stack([b.result() for b in bs]), m.n) for m, bs in zip(openings, builders) if bs]
     arith = iter(bits_to_field_many(ctx, conv, pre.get("dabits")) if conv else [])
@@ -543,8 +544,8 @@ def ltz_many(ctx, xs, bits: int | None = None) -> list:
     list of SharedArray of 0/1 integers (frac 0), shapes of the inputs.
 
     Rounds: 1 (opening) + ceil(log2(bits - 1)) (AND levels) + 1 (to field):
-    8 for bits = 56.  Per element: bits - 1 + ~bits AND gates, one daBit, one
-    rbits tuple."""
+    8 for bits = 56.  Tuples per element: about 2 bits AND gates (102 for
+    bits = 56), 1 daBit, 1 rbits."""
     B = _bound(ctx, bits)
     res = _compare_openings(ctx, [(_flat_share(x), B, [("lt", 0)]) for x in xs])
     return [_as_shared(ctx, r[0], x.shape) for r, x in zip(res, xs)]
@@ -586,10 +587,10 @@ def greater_equal(a: SharedArray, b: SharedArray, bits: int | None = None) -> Sh
 def _public_tests(x: SharedArray, ts, above: bool, B: int) -> list:
     tests = []
     for t in ts:
-        T = _threshold_ints(t, x.frac, above)
+        T = threshold_ints(t, x.frac, above)
         if not isinstance(T, int):
             T = np.broadcast_to(T, x.shape).reshape(-1)
-        tests.append(("lt", _check_thresholds(T, B)))
+        tests.append(("lt", check_thresholds(T, B)))
     return tests
 
 
@@ -633,7 +634,8 @@ def greater_than_public(x: SharedArray, thresholds, bits: int | None = None):
 def eqz_many(ctx, xs, bits: int | None = None) -> list:
     """[x == 0] for several shared arrays in the same rounds.
 
-    Rounds: 1 + ceil(log2 bits) + 1 (8 for bits = 56); bits - 1 AND gates per element."""
+    Rounds: 1 + ceil(log2 bits) + 1 (8 for bits = 56).  Tuples per element:
+    bits - 1 AND gates, 1 daBit, 1 rbits."""
     B = _bound(ctx, bits)
     res = _compare_openings(ctx, [(_flat_share(x), B, [("eq", 0)]) for x in xs])
     return [_as_shared(ctx, r[0], x.shape) for r, x in zip(res, xs)]
@@ -652,7 +654,8 @@ def equal(a: SharedArray, b: SharedArray, bits: int | None = None) -> SharedArra
 def sign(x: SharedArray, bits: int | None = None) -> SharedArray:
     """-1, 0 or +1 as integers: 1 - 2 [x < 0] - [x == 0].
 
-    Both tests share one opening and run in parallel: 8 rounds."""
+    Both tests share one opening and run in parallel: 8 rounds; 157 AND
+    gates, 2 daBits, 1 rbits per element (bits = 56)."""
     B = _bound(x.ctx, bits)
     lt, eq = _compare_openings(x.ctx, [(_flat_share(x), B, [("lt", 0), ("eq", 0)])])[0]
     out = field.neg(field.add(field.add(lt, lt), eq))
@@ -825,14 +828,14 @@ def leading_one_planes(ctx, shares, bits=None, extra_prefetch=None) -> list:
 
     def prefetch():
         widths = [n_words(sh.shape[0]) for sh in shares]
-        pre["borrows"] = request_and_gates(ctx, [_gates(_decompose_plan(B, tuple(range(1, B)))) for B in Bs],
+        pre["borrows"] = request_and_gates(ctx, [gate_counts(decompose_plan(B, tuple(range(1, B)))) for B in Bs],
                                            widths)
-        pre["suffix"] = request_and_gates(ctx, [_gates(_suffix_plan(B - 1)) for B in Bs], widths)
+        pre["suffix"] = request_and_gates(ctx, [gate_counts(_suffix_plan(B - 1)) for B in Bs], widths)
         if extra_prefetch is not None:
             extra_prefetch()
 
     openings = open_masked(ctx, [(sh, B, B) for sh, B in zip(shares, Bs)], prefetch)    # step 1
-    decs = [_DecomposeCircuit(ctx, m, tuple(range(1, m.B))) for m in openings]
+    decs = [DecomposeCircuit(ctx, m, tuple(range(1, m.B))) for m in openings]
     run_circuits(ctx, [d.circuit for d in decs], pre["borrows"])                        # step 2
     negs, suffixes = [], []
     for dec, B in zip(decs, Bs):                                                        # step 3
@@ -942,9 +945,10 @@ def normalise(x: SharedArray, frac: int | None = None, bits: int | None = None) 
 
     Protocol (17 rounds): leading_one of 2x (so that x = -2^-frac still has
     one: 2|X| - [x<0] > 0) with the table T[j] = bits - 1 - j, 14 rounds;
-    scale = lo . hi and
-    |x| = x (1 - 2 neg) (one round of products); mantissa = |x| scale (one
-    round), rounded to `frac` bits (one round).  Exact up to that rounding."""
+    scale = lo . hi and |x| = x (1 - 2 neg) (one round of products);
+    mantissa = |x| scale (one round), rounded to `frac` bits (one round).
+    Exact up to that rounding.  Tuples per element: 413 AND gates,
+    17 daBits, 1 rbits, 3 Beaver products, 1 truncation pair (bits = 56)."""
     ctx = x.ctx
     B = _bound(ctx, bits)
     K = B - 1

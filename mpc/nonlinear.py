@@ -38,10 +38,12 @@ import math
 import numpy as np
 
 from mpc import beaver, field
-from mpc.compare import (Circuit, Level, bits_to_field, leading_one, leading_one_planes, open_masked,
-                         run_circuits, table_planes)
-from mpc.compare import _DecomposeCircuit, _LessThanCircuit, _check_thresholds, _threshold_ints, _xor_public
+from mpc.compare import (Circuit, DecomposeCircuit, LessThanCircuit, Level, bits_to_field, check_thresholds,
+                         decompose_plan, gate_counts, leading_one, leading_one_planes, lt_plan, open_masked,
+                         request_and_gates, request_dabits, run_circuits, table_planes, threshold_ints,
+                         xor_public)
 from mpc.shared import SharedArray
+from mpc.triples import n_words
 from mpc.truncate import truncate_many
 
 # ------------------------------------------------------------ polynomial coefficients
@@ -254,7 +256,8 @@ def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=
     for level in range(1, D):                                            # step 1
         half = 1 << (level - 1)
         targets = [p for p in range(half + 1, 2 * half + 1) if p <= h]
-        raw = _products(ctx, [("mul", powers[half], powers[p - half]) for p in targets], sides)
+        raw = _products(ctx, [("square", powers[half], None) if p == 2 * half else
+                              ("mul", powers[half], powers[p - half]) for p in targets], sides)
         items = [(r, F, power_bits) for r in raw]
         if merged and level == D - 1:                                    # step 2 (merged)
             items += [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets]
@@ -354,9 +357,10 @@ def reciprocal(x: SharedArray) -> SharedArray:
     Protocol (27 rounds): normalisation |x| = m 2^(L - fx), m in [0.5, 1]
     (17 rounds, _normalise); 1/m by the degree-12 polynomial in s = 4m - 3
     rounded to f bits (8 rounds); y = (1/m) 2^(K-L) (1 - 2 [x<0]) shifted by
-    K - fx (one product round, one truncation).  Tuples: ~420 AND gates,
-    17 daBits, one rbits tuple, 16 Beaver products and 10 truncation pairs
-    per element."""
+    K - fx (one product round, one truncation).
+
+    Tuples per element: 399 AND gates, 17 daBits, 1 rbits, 13 Beaver
+    products, 11 truncation pairs."""
     _check_input(x, "reciprocal")
     ctx = x.ctx
     params = ctx.params
@@ -400,7 +404,10 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
        outside [0, k], signed by b) and the saturation sign, as product trees
        riding along;
     6. q = m_a / m_b rounded to 27 bits (2 rounds), y = q T shifted (2 rounds),
-       plus the saturation value."""
+       plus the saturation value.
+
+    Tuples per element: 938 AND gates, 52 daBits, 2 rbits, 21 Beaver
+    products, 13 truncation pairs."""
     _check_input(a, "divide")
     _check_input(b, "divide")
     if a.shape != b.shape:
@@ -412,17 +419,23 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
     A2 = field.add(_flat(a), _flat(a))                     # 2a, 2b: |2x| < 2^k, and x = -2^-fx
     B2 = field.add(_flat(b), _flat(b))                     # keeps a leading one in 2|x| - [x<0]
     n = B2.shape[0]
-    la, lb = leading_one_planes(ctx, [A2, B2], k + 1)                                  # step 1
+    pre = {}
+
+    def prefetch():  # the AND level of step 2 and the daBits of step 3, before the first opening
+        pre["and"] = request_and_gates(ctx, [[2 * k]], [n_words(n)])
+        pre["dabits"] = request_dabits(ctx, 4 + 3 * 16, n)
+
+    la, lb = leading_one_planes(ctx, [A2, B2], k + 1, prefetch)                        # step 1
     # |x| = m 2^(j - fx) with j the leading position of 2|X| - [x<0] (k positions each), so
     # a / b 2^f = (m_a / m_b) 2^(v - 1), v = j_a - j_b + d0 + 1, d0 = fb - fa + f
     d0 = b.frac - a.frac + fo
     V = k
-    in_lo, over = _exponent_flags(ctx, la, lb, [d0 + 1, d0 - V])                     # step 2
+    in_lo, over = _exponent_flags(ctx, la, lb, [d0 + 1, d0 - V], pre["and"])         # step 2
     t_norm = [k - 1 - j for j in range(k)]                   # 2^(k - L) with L = j + 1
     t_pow = [j for j in range(k)]                            # 2^j
     planes = np.concatenate([la.negative[None], lb.negative[None], in_lo[None], over[None],
                              table_planes(la, t_norm), table_planes(la, t_pow), table_planes(lb, t_norm)])
-    arith = bits_to_field(ctx, planes, n)                                             # step 3
+    arith = bits_to_field(ctx, planes, n, pre["dabits"])                              # step 3
     neg_a, neg_b, f_lo, f_over = (_sa(ctx, arith[i]) for i in range(4))
     halves = [(arith[4 + 16 * i:12 + 16 * i], arith[12 + 16 * i:20 + 16 * i]) for i in range(3)]
     pw = [1 << a_ for a_ in range(8)], [1 << (8 * b_) for b_ in range(8)]
@@ -455,7 +468,7 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
     return _sa(ctx, Y.reshape(a.shape + (field.LIMBS,)), fo)
 
 
-def _exponent_flags(ctx, la, lb, shifts):
+def _exponent_flags(ctx, la, lb, shifts, batches=None):
     """XOR shares of [j_b <= j_a + d] for each d: inner products of a's one-hot
     with b's prefix flags pre_b[i] = [j_b <= i] (0 for i < 0, [b != 0] past
     the top), one AND level for all."""
@@ -479,7 +492,7 @@ def _exponent_flags(ctx, la, lb, shifts):
     ops = [(j, wa * (1 + t) + j, base + wa * t + j) for t in range(len(shifts)) for j in range(wa)]
     arr = np.array(ops, dtype=np.int64)
     circuit = Circuit(regs, [Level(arr[:, 0], arr[:, 1], arr[:, 2], np.zeros(len(ops), dtype=bool))])
-    run_circuits(ctx, [circuit])
+    run_circuits(ctx, [circuit], batches)
     return [np.bitwise_xor.reduce(circuit.registers[base + wa * t:base + wa * (t + 1)], axis=0)
             for t in range(len(shifts))]
 
@@ -487,20 +500,19 @@ def _exponent_flags(ctx, la, lb, shifts):
 # ------------------------------------------------------------ sqrt and inverse sqrt
 
 def _sqrt_tables(params, fx: int):
-    """Output tables and shifts for sqrt and 1/sqrt (see sqrt_inv_sqrt)."""
+    """Per output: the table u(j) = e - e0 of the leading-one position j, e0 / 2,
+    and log2 of the largest output encoding (see sqrt_inv_sqrt)."""
     k, fo = params.k, params.f
     K = k - 1
     out = {}
     # sqrt: y 2^fo = sqrt(m) 2^(e/2), e = L - fx + 2 fo
     e_min = 1 - fx + 2 * fo
     e0 = e_min - (e_min % 2)
-    out["sqrt"] = ([j + 1 - fx + 2 * fo - e0 for j in range(K)], e0 // 2,
-                   (k - 1 - fx) / 2 + fo, 1.0)
+    out["sqrt"] = ([j + 1 - fx + 2 * fo - e0 for j in range(K)], e0 // 2, (k - 1 - fx) / 2 + fo)
     # 1/sqrt: y 2^fo = m^-1/2 2^(e/2), e = fx - L + 2 fo
     e_min = fx - K + 2 * fo
     e0 = e_min - (e_min % 2)
-    out["inv_sqrt"] = ([fx - (j + 1) + 2 * fo - e0 for j in range(K)], e0 // 2,
-                       fx / 2 + fo, math.sqrt(2.0))
+    out["inv_sqrt"] = ([fx - (j + 1) + 2 * fo - e0 for j in range(K)], e0 // 2, fx / 2 + fo)
     return out
 
 
@@ -517,7 +529,7 @@ def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True)
     names = [nm for nm, want in (("sqrt", want_sqrt), ("inv_sqrt", want_inv)) if want]
     plans = []
     for nm in names:
-        table, half_e0, log_ymax, r_max = tabs[nm]
+        table, half_e0, log_ymax = tabs[nm]
         # y = R S_out 2^(half_e0 - 2 F2): R at F2 bits, S_out = 2^(u/2) at F2 bits; the
         # product y 2^shift must stay below 2^(bits - 1) with bits <= the masking budget
         F2 = min(F, (_max_bits(params) - math.floor(log_ymax) - 2 + half_e0) // 2)
@@ -553,15 +565,19 @@ def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True)
 def sqrt(x: SharedArray) -> SharedArray:
     """sqrt(x) elementwise, at params.f fractional bits.
 
-    Domain: x >= 0, the whole format.  x < 0 gives 0 (documented: negative
-    inputs are treated as 0, never garbage).
+    Domain: x >= 0, the whole format.  x < 0 gives exactly 0 (documented:
+    negative inputs are treated as 0, never garbage).
 
-    Accuracy: relative error <= 2^-27 plus one unit in the last place.
+    Accuracy: relative error <= 2^-26 plus one unit in the last place.
 
-    Protocol (28 rounds): normalisation (17), sqrt(m) by a degree-12
-    polynomial (8), the output scale 2^(e/2) (from the one-hot halves, odd
-    exponents through the constant 2^(1/2)) zeroed for x < 0 (1), the
-    product and shift (2)."""
+    Protocol (27 rounds): normalisation |x| = m 2^(L - fx) (17 rounds; its
+    round B also forms the output scale 2^(e/2), e = L - fx + 2f, from a
+    second table's one-hot halves, odd exponents through the constant
+    2^(1/2)); sqrt(m) by the degree-12 polynomial (8; zeroing the scale for
+    x < 0 rides along); y = sqrt(m) 2^(e/2), one product and one shift (2).
+
+    Tuples per element: 399 AND gates, 33 daBits, 1 rbits, 15 Beaver
+    products, 11 truncation pairs."""
     return sqrt_inv_sqrt(x, True, False)[0]
 
 
@@ -569,11 +585,12 @@ def inv_sqrt(x: SharedArray) -> SharedArray:
     """1/sqrt(x) elementwise, at params.f fractional bits.
 
     Domain: x > 0, the whole format (1/sqrt(2^-f) = 2^(f/2) is representable).
-    x = 0 gives 0 and x < 0 gives 0 (documented).
+    x = 0 and x < 0 give exactly 0 (documented).
 
-    Accuracy: relative error <= 2^-27 plus one unit in the last place.
+    Accuracy: relative error <= 2^-26 plus one unit in the last place.
 
-    Protocol: as sqrt (28 rounds)."""
+    Protocol: as sqrt with e = fx - L + 2f (27 rounds, the same tuples);
+    sqrt_inv_sqrt gives both from one normalisation and one set of powers."""
     return sqrt_inv_sqrt(x, False, True)[1]
 
 
@@ -590,7 +607,10 @@ def log(x: SharedArray) -> SharedArray:
 
     Protocol (25 rounds): normalisation (17; round B also zeroes the
     exponent and the one-hot for x <= 0); ln(m) by a degree-12 polynomial
-    in s = 4m - 3 plus (L - fx) ln 2 added before the last truncation (8)."""
+    in s = 4m - 3 plus (L - fx) ln 2 added before the last truncation (8).
+
+    Tuples per element: 399 AND gates, 17 daBits, 1 rbits, 13 Beaver
+    products, 10 truncation pairs."""
     _check_input(x, "log")
     ctx = x.ctx
     params = ctx.params
@@ -655,19 +675,28 @@ def _exp_split(ctx, x: SharedArray, plan: _ExpPlan, tests, sign_test: bool):
     if ctx.leads:
         W = field.add_scalar(W, plan.bias << plan.M)
     Bt = params.k + 1
-    mW, mX = open_masked(ctx, [(W, plan.B, plan.w), (X, Bt, Bt)])                     # step 1
-    dec = _DecomposeCircuit(ctx, mW, list(range(plan.M, plan.M + plan.nb)) + [plan.w])
-    cmp = [_LessThanCircuit(ctx, mX, _check_thresholds(T, Bt)) for T in tests]
+    borrows = tuple(range(plan.M, plan.M + plan.nb)) + (plan.w,)
+    n_tests = len(tests) + (1 if sign_test else 0)
+    pre = {}
+
+    def prefetch():  # every AND triple and daBit of steps 2-3, before the opening
+        plans = [decompose_plan(plan.w, borrows)] + [lt_plan(Bt)] * n_tests
+        pre["and"] = request_and_gates(ctx, [gate_counts(p) for p in plans], [n_words(n)] * len(plans))
+        pre["dabits"] = request_dabits(ctx, plan.nb + 1 + n_tests + (plan.nb if sign_test else 0), n)
+
+    mW, mX = open_masked(ctx, [(W, plan.B, plan.w), (X, Bt, Bt)], prefetch)           # step 1
+    dec = DecomposeCircuit(ctx, mW, borrows)
+    cmp = [LessThanCircuit(ctx, mX, check_thresholds(T, Bt)) for T in tests]
     if sign_test:
-        cmp.append(_LessThanCircuit(ctx, mX, 0))
-    run_circuits(ctx, [dec.circuit] + [c.circuit for c in cmp])                       # step 2
+        cmp.append(LessThanCircuit(ctx, mX, 0))
+    run_circuits(ctx, [dec.circuit] + [c.circuit for c in cmp], pre["and"])           # step 2
     u_bits = [dec.bit(plan.M + b) for b in range(plan.nb)]
     planes = u_bits + [dec.borrow(plan.w)] + [c.result() for c in cmp]
     if sign_test:
         neg = cmp[-1].result()                 # x < 0: keep u; x >= 0: flip (-n-1 in two's complement)
-        planes += [_xor_public(ctx, ub ^ neg, np.full_like(neg, np.uint64(0xFFFFFFFFFFFFFFFF)))
+        planes += [xor_public(ctx, ub ^ neg, np.full_like(neg, np.uint64(0xFFFFFFFFFFFFFFFF)))
                    for ub in u_bits]
-    arith = bits_to_field(ctx, np.stack(planes), n)                                   # step 3
+    arith = bits_to_field(ctx, np.stack(planes), n, pre["dabits"])                    # step 3
     nb = plan.nb
     u = arith[:nb]
     b_w = arith[nb]
@@ -731,7 +760,10 @@ def exp(x: SharedArray) -> SharedArray:
        where x is above the range.
 
     Nothing out of range is ever large: u has 6 bits whatever x is, so t
-    stays within [-2^-10, 1 + 2^-10]."""
+    stays within [-2^-10, 1 + 2^-10].
+
+    Tuples per element: 324 AND gates, 9 daBits, 2 rbits, 11 Beaver
+    products, 7 truncation pairs."""
     _check_input(x, "exp")
     ctx = x.ctx
     params = ctx.params
@@ -740,8 +772,8 @@ def exp(x: SharedArray) -> SharedArray:
     n_min = -min(fo, plan.bias)
     x_lo = n_min * math.log(2) + 2.0 ** -10
     x_hi = (k - 1 - fo) * math.log(2) - 2.0 ** -20
-    T_lo = _threshold_ints(x_lo, x.frac)                  # x < x_lo       -> 0
-    T_hi = _threshold_ints(x_hi, x.frac, above=True)      # x >= T_hi      -> saturate
+    T_lo = threshold_ints(x_lo, x.frac)                  # x < x_lo       -> 0
+    T_hi = threshold_ints(x_hi, x.frac, above=True)      # x >= T_hi      -> saturate
     mW, u, b_w, (lt_lo, lt_hi), _ = _exp_split(ctx, x, plan, [T_lo, T_hi], False)        # steps 1-3
     n = mW.n
     phi, u_val = _phi_raw(ctx, mW, plan, u, b_w)
@@ -780,7 +812,10 @@ def sigmoid(x: SharedArray) -> SharedArray:
        with the tree's 2^(n' + 32) and shift (2);
     6. r = 1/(1 + e): (1 + e)/2 in (0.5, 1] needs no normalisation, so the
        degree-12 reciprocal polynomial in s = 2e - 1 gives it directly (8);
-    7. sigmoid = [x<0] + (1 - 2 [x<0]) r (one product round)."""
+    7. sigmoid = [x<0] + (1 - 2 [x<0]) r (one product round).
+
+    Tuples per element: 428 AND gates, 16 daBits, 2 rbits, 21 Beaver
+    products, 16 truncation pairs."""
     _check_input(x, "sigmoid")
     ctx = x.ctx
     params = ctx.params
@@ -790,8 +825,8 @@ def sigmoid(x: SharedArray) -> SharedArray:
     # e^-|x| matters down to 2^-(fo+2); below, e = 0 (sigmoid off by < 1/4 unit)
     n_max = min(plan.bias, fo + 2)
     x_c = n_max * math.log(2) - 2.0 ** -10
-    T_lo = _threshold_ints(-x_c, x.frac)              # x < -x_c: e^-|x| -> 0
-    T_hi = _threshold_ints(x_c, x.frac, above=True)   # x >= T_hi: likewise
+    T_lo = threshold_ints(-x_c, x.frac)              # x < -x_c: e^-|x| -> 0
+    T_hi = threshold_ints(x_c, x.frac, above=True)   # x >= T_hi: likewise
     mW, u, b_w, (lt_lo, lt_hi, lt0), u_flip = _exp_split(ctx, x, plan, [T_lo, T_hi], True)  # 1-3
     n = mW.n
     phi, u_val = _phi_raw(ctx, mW, plan, u, b_w)

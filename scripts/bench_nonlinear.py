@@ -13,16 +13,18 @@ sharing.  Results are revealed to the nodes only for the comparison below.
    max and median relative error, and the worst ratio error / tolerance with
    tolerance = max(1e-6 |f(x)|, 4 2^-f) (<= 1 everywhere is the goal).
 2. Throughput: elements per second of one call on --size elements (the
-   slowest node's wall time, nodes meeting at a barrier first), rounds per
-   call (from the channels' traffic counters), bytes sent per element per
-   node, and dealer bytes per element (to node n-1).
+   slowest node's wall time from a barrier; after a warm-up call on a tenth
+   of the inputs, the median of --repeat calls), rounds per call (from the
+   channels' traffic counters), bytes sent per element per node, and dealer
+   bytes per element (to node n-1).
 3. Comparisons: [x < 0], [x < y] and [x == 0] on --cmp-size elements (goal:
    >= 10^6 per second on 10^6-element vectors).
 
 Usage::
 
     python scripts/bench_nonlinear.py [--nodes 3] [--size 100000] [--acc-size 100000]
-                                      [--cmp-size 1000000] [--only reciprocal,exp] [--json out.json]
+                                      [--cmp-size 1000000] [--repeat 3] [--only reciprocal,exp]
+                                      [--json out.json]
 """
 from __future__ import annotations
 
@@ -123,42 +125,53 @@ def _count_dealer_bytes(ctx) -> dict:
     return tally
 
 
-def node_job(ctx, tasks):
-    """Run every task: (phase, kind, name, inputs, reveal_result)."""
+def _call(ctx, name, xs):
+    if name in ("ltz", "eqz"):
+        return getattr(compare, name)(xs[0])
+    if name == "less_than":
+        return compare.less_than(xs[0], xs[1])
+    if name == "divide":
+        return nonlinear.divide(xs[0], xs[1])
+    return getattr(nonlinear, name)(xs[0])
+
+
+def node_job(ctx, tasks, repeat):
+    """Run every task (phase, name, inputs, reveal?): one warm-up call on a
+    tenth of the inputs, then `repeat` timed calls, each from a barrier."""
     dealer = _count_dealer_bytes(ctx)
     out = {}
     for phase, name, inputs, want in tasks:
         xs = [shared_input(ctx, v, f"{phase}/{i}") for i, v in enumerate(inputs)]
-        _barrier(ctx)
-        with ctx.phase(phase):
-            start = time.perf_counter()
-            if name in ("ltz", "eqz"):
-                y = getattr(compare, name)(xs[0])
-            elif name == "less_than":
-                y = compare.less_than(xs[0], xs[1])
-            elif name == "divide":
-                y = nonlinear.divide(xs[0], xs[1])
-            else:
-                y = getattr(nonlinear, name)(xs[0])
+        warm = [shared_input(ctx, v[: max(1, v.size // 10)], f"{phase}/w{i}") for i, v in enumerate(inputs)]
+        with ctx.phase(f"warmup:{phase}"):
+            _call(ctx, name, warm)
             ctx.tuples.flush()
-            seconds = time.perf_counter() - start
+        times, y = [], None
+        for r in range(repeat):
+            _barrier(ctx)
+            with ctx.phase(phase if r == 0 else f"{phase}#{r}"):
+                start = time.perf_counter()
+                y = _call(ctx, name, xs)
+                ctx.tuples.flush()
+                times.append(time.perf_counter() - start)
         values = reveal(ctx, [y], "bench")[0] if want else None
-        out[phase] = {"seconds": seconds, "values": values if ctx.index == 0 else None,
+        out[phase] = {"seconds": times, "values": values if ctx.index == 0 else None,
                       "dealer_bytes": dealer.get(phase, 0)}
     return out
 
 
 # ----------------------------------------------------------------- driver
 
-def run(tasks, nodes: int, params: Params):
-    results = run_processes(nodes, node_job, (tasks,), params=params, policy={"bench": ["nodes"]},
+def run(tasks, nodes: int, params: Params, repeat: int):
+    results = run_processes(nodes, node_job, (tasks, repeat), params=params, policy={"bench": ["nodes"]},
                             timeout=3600, peer_timeout=300, full=True)
     per_node = [r["result"] for r in results[:nodes]]
     traffic = [r["traffic"] for r in results[:nodes]]
     summary = {}
     for phase, name, inputs, _ in tasks:
         n = inputs[0].size
-        seconds = max(p[phase]["seconds"] for p in per_node)
+        # the slowest node's time per repetition; the median repetition
+        seconds = float(np.median(np.max([p[phase]["seconds"] for p in per_node], axis=0)))
         summary[phase] = {
             "name": name, "n": n, "seconds": seconds, "per_second": n / seconds,
             "rounds": max(t.get(phase, {}).get("rounds", 0) for t in traffic),
@@ -192,6 +205,7 @@ def main(argv=None):
     ap.add_argument("--acc-size", type=int, default=100_000, help="elements for the accuracy table")
     ap.add_argument("--cmp-size", type=int, default=1_000_000, help="elements for comparisons")
     ap.add_argument("--only", default="", help="comma-separated subset of functions / comparisons")
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions (median reported)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     params = Params()
@@ -228,7 +242,7 @@ def main(argv=None):
             inputs_of[f"cmp:{name}"] = ins
 
     started = time.time()
-    summary = run(tasks, args.nodes, params)
+    summary = run(tasks, args.nodes, params, args.repeat)
     wall = time.time() - started
 
     print(f"# bench_nonlinear: dealer + {args.nodes} nodes as processes (ZeroMQ + CurveZMQ, loopback), "

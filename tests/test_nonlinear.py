@@ -203,7 +203,7 @@ def test_divide_by_zero_and_saturation():
     y = run_threads(3, _divide_job, (a, b, F, F), policy=POLICY)[0]
     assert y[0] == 0.0 and y[1] == 0.0 and y[2] == 0.0 and y[3] == 0.0   # b = 0 gives 0; 0 / b = 0
     assert y[4] == MAX_OUT and y[5] == -MAX_OUT                    # |a/b| beyond the format
-    assert abs(y[6] + 3.5) <= ULP
+    assert abs(y[6] + 3.5) <= tolerance(3.5)
 
 
 # ----------------------------------------------------------------- other inputs and formats
