@@ -38,6 +38,9 @@ class RevealPolicy:
         self.log = log or logging.getLogger("mpcgwas.reveal")
         self.records = []
 
+    def allows(self, name: str, to: str) -> bool:
+        return to in self.allowed.get(name, ())
+
     def check(self, name: str, to: str) -> None:
         if to not in self.allowed.get(name, ()):
             raise PolicyError(f"the reveal policy does not allow revealing {name!r} to {to}")
@@ -71,6 +74,17 @@ def reveal_bits(ctx, words, name: str):
     opened = ctx.open_bits_many([words], tag=f"reveal:{name}")[0]
     ctx.policy.record(name, np.shape(words), NODES)
     return opened
+
+
+def disclose(ctx, value, name: str):
+    """Pass a value the nodes already know (an earlier reveal to the nodes) on to
+    the analyst, if the policy lists the analyst for `name`; returns it or None.
+
+    The disclosure is checked and logged like any reveal."""
+    if not ctx.policy.allows(name, ANALYST):
+        return None
+    ctx.policy.record(name, np.shape(value), ANALYST)
+    return value
 
 
 def output(ctx, x, name: str, **meta) -> None:

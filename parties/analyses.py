@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc.errors import InputError
+from mpc.reveal import disclose, output
 from protocols import association as assoc_protocol
 from protocols import freq as freq_protocol
 from protocols import pca as pca_protocol
@@ -139,6 +140,7 @@ def gwas_inputs(ctx, cohort, options):
     y_kept = y[allkeep]
     cov_kept = None if cov is None else cov[allkeep]
     public = {
+        "sample_keep": _disclosed(ctx, allkeep, "qc.sample_keep"),
         "n_samples": cohort.n_samples, "n_snps": cohort.n_snps,
         "sample_counts": dict(zip(cohort.providers, cohort.sample_counts)),
         "kept_counts": dict(zip(cohort.providers, [int(k.sum()) for k in keep])),
@@ -150,8 +152,15 @@ def gwas_inputs(ctx, cohort, options):
     return qc, pcs, y_kept, kind, cov_kept, names, public
 
 
+def _disclosed(ctx, mask, name):
+    value = disclose(ctx, mask, name)
+    return None if value is None else np.asarray(value, dtype=int).tolist()
+
+
 def _gwas_node(ctx, cohort, options):
     qc, pcs, y, kind, cov, names, public = gwas_inputs(ctx, cohort, options)
+    if pcs is not None and ctx.policy.allows("gwas.pcs", "analyst"):
+        output(ctx, pcs, "gwas.pcs")
     if kind == "quantitative":
         y = assoc_protocol.standardise(ctx, y)
     res = assoc_protocol.trend_test(ctx, cohort, qc, y, pcs=pcs, covariates=cov, covariate_names=names)
@@ -197,6 +206,13 @@ def _gwas_finalize(result, options, out_dir):
         for j in np.flatnonzero(keep):
             fh.write(f"{snps.chrom[j]}\t{snps.pos[j]}\t{snps.id[j]}\t{snps.ref[j]}\t{snps.alt[j]}\t"
                      f"{snps.alt[j]}\t{n1}\t{report.fmt(chisq[j])}\t{report.fmt(p[j], 4)}\n")
+    files = ["gwas.tsv", "qc_snps.tsv", "qc_samples.tsv", "manhattan.png", "qq.png"]
+    if pub.get("sample_keep") is not None:
+        np.savetxt(out_dir / "qc_sample_keep.txt", np.array(pub["sample_keep"], dtype=int), fmt="%d")
+        files.append("qc_sample_keep.txt")
+    if ("gwas.pcs", None) in result.outputs:
+        np.savetxt(out_dir / "pcs.tsv", result.outputs[("gwas.pcs", None)], delimiter="\t", fmt="%.12g")
+        files.append("pcs.tsv")
     title = f"{pub['pheno']}: trend test, {pub['pcs']} PCs"
     report.manhattan(out_dir / "manhattan.png", snps.chrom[keep], snps.pos[keep], chisq[keep], title)
     report.qq(out_dir / "qq.png", chisq[keep], title)
@@ -209,7 +225,7 @@ def _gwas_finalize(result, options, out_dir):
         "pca_snps": pub["pca_snps"], "lambda_gc": round(lam, 4),
         "top_hits": [{"ID": str(snps.id[j]), "CHROM": str(snps.chrom[j]), "POS": int(snps.pos[j]),
                       "CHISQ": float(chisq[j]), "P": float(p[j])} for j in order if np.isfinite(chisq[j])],
-        "files": ["gwas.tsv", "qc_snps.tsv", "qc_samples.tsv", "manhattan.png", "qq.png"],
+        "files": files,
     }
 
 

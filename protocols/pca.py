@@ -34,7 +34,7 @@ from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
 from protocols.reference import ld_thin
 
-POLICY = {}
+POLICY = {}          # PCs stay secret; a study may add "gwas.pcs" = ["analyst"] to output them
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ Protocol:
    ``--het-min``/``--het-max``; ``--het-sd`` in fixed point (reciprocal,
    square root); a missing phenotype or covariate fails the sample.
 3. **Sample keep mask** = product of the pass bits (log rounds); revealed to
-   the nodes and the analyst (policy ``qc.sample_keep``); per-provider counts
-   of failures per test go to the analyst only (``qc.sample_counts``).
+   the nodes (policy ``qc.sample_keep``; the analyst sees it only if the study's
+   policy adds "analyst" there); per-provider counts of failures per test go
+   to the analyst only (``qc.sample_counts``).
 4. **SNP statistics** over kept samples (local sums plus one round):
    missing calls, exact ALT counts, heterozygote counts.
 5. **SNP tests** (fixed-point HWE chi-square, then one batched comparison):
@@ -40,7 +41,7 @@ from protocols.common import product_tree, scale_public
 from protocols.freq import pooled_counts
 
 POLICY = {
-    "qc.sample_keep": ("nodes", "analyst"),
+    "qc.sample_keep": ("nodes",),            # add "analyst" to let the analyst see per-individual QC
     "qc.sample_counts": ("analyst",),
     "qc.snp_keep": ("nodes", "analyst"),
 }

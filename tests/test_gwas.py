@@ -17,7 +17,8 @@ samples and SNPs) is masked as providers do and analysed by dealer + 3 nodes
   inflated without them.
 
 Scale: 1200 samples x 4000 SNPs by default (threads, ~20 s).  The issue's full
-scale runs as real processes with
+scale runs through the real daemons (the analyst's files: a study policy that
+also lets the analyst see the sample keep mask and the PCs) with
 
     MPCGWAS_GWAS_SCALE=2000x20000 python -m pytest tests/test_gwas.py -v
 """
@@ -34,7 +35,8 @@ from mpc.reveal import reveal
 from parties import report
 from parties.analyses import gwas_inputs
 from parties.cohort import StoredCohort
-from parties.harness import run_processes, run_threads
+from parties.harness import run_threads
+from parties.local import LocalStudy
 from parties.simulate import SimulationTruth, simulate
 from parties.sites import read_site
 from protocols import association as assoc
@@ -68,12 +70,38 @@ def _r_from(outputs_per_node):
     return field.decode_fixed(total, 28)
 
 
+def _daemon_runs(root, sites):
+    """The same two runs through dealer + 3 node daemons, read back from the analyst's files."""
+    study = LocalStudy(root / "study", timeout=30.0, block_snps=1024,
+                       policy={"qc.sample_keep": ["nodes", "analyst"], "gwas.pcs": ["analyst"]})
+    runs = {}
+    try:
+        for s, name in zip(sites, ("site1", "site2", "site3")):
+            study.submit(s, name)
+        for label, pcs in (("pcs", OPTIONS["pcs"]), ("nopcs", 0)):
+            out = root / f"out_{label}"
+            summary = study.run("gwas", out, **dict(OPTIONS, pcs=pcs))
+            print(f"{label}: {summary['seconds']} s, phases {summary['phases']}")
+            keep = np.loadtxt(out / "qc_sample_keep.txt", dtype=int).astype(bool)
+            qc = plinkutil.read_table(out / "qc_snps.tsv")
+            snp_keep = qc["KEPT"].astype(bool)
+            reason = np.where(qc["REASON"] == ".", "", qc["REASON"]).astype("<U4")
+            gw = plinkutil.read_table(out / "gwas.tsv")
+            chisq = dict(zip(gw["ID"], gw["CHISQ"].astype(float)))
+            tested = np.array([np.isfinite(chisq.get(i, np.nan)) for i in qc["ID"]])
+            r = np.sqrt(np.array([chisq[i] for i in qc["ID"][tested]]) / keep.sum())
+            pcs_open = np.loadtxt(out / "pcs.tsv", ndmin=2) if pcs else None
+            runs[label] = {"result": (keep, snp_keep, reason, tested, pcs_open, summary), "r": r}
+    finally:
+        study.close()
+    return runs
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("gwas")
     scale = os.environ.get("MPCGWAS_GWAS_SCALE")
     samples, snps = (int(x) for x in scale.split("x")) if scale else (1200, 4000)
-    runner = run_processes if scale else run_threads
     truth = simulate(out_dir=root / "sites", sites=3, samples=samples, snps=snps, seed=11, n_causal=4)
     sites = [root / "sites" / f"site{i}" for i in (1, 2, 3)]
     G, phen, cov = [], [], []
@@ -86,13 +114,16 @@ def study(tmp_path_factory):
         c = site.covariates()
         cov.append((["AGE"], np.asarray(c["AGE"]).reshape(-1, 1)))
     snps = read_site(sites[0]).snps
-    subs, seeds = make_submissions(G, 3, block_snps=1024, phenotypes=phen, covariates=cov,
-                                   chrom=snps.chrom, pos=snps.pos)
-    runs = {}
-    for label, pcs in (("pcs", OPTIONS["pcs"]), ("nopcs", 0)):
-        opts = dict(OPTIONS, pcs=pcs)
-        out = runner(3, _node, (subs, opts), extra_seeds=seeds, policy=POLICY, full=True, timeout=3600)
-        runs[label] = {"result": out[0]["result"], "r": _r_from([o["outputs"] for o in out[:3]])}
+    if scale:
+        runs = _daemon_runs(root, sites)
+    else:
+        subs, seeds = make_submissions(G, 3, block_snps=512, phenotypes=phen, covariates=cov,
+                                       chrom=snps.chrom, pos=snps.pos)
+        runs = {}
+        for label, pcs in (("pcs", OPTIONS["pcs"]), ("nopcs", 0)):
+            opts = dict(OPTIONS, pcs=pcs)
+            out = run_threads(3, _node, (subs, opts), extra_seeds=seeds, policy=POLICY, full=True, timeout=900)
+            runs[label] = {"result": out[0]["result"], "r": _r_from([o["outputs"] for o in out[:3]])}
     allg = np.vstack(G)
     plain = {
         "dosage": np.where(allg < 0, 0, allg), "missing": allg < 0, "het": allg == 1,
@@ -214,10 +245,10 @@ def test_causal_snps_found_and_lambda(study):
         lam[label] = report.genomic_control(chisq)
         if label == "pcs":
             ids = plain["snps"].id[tested]
-            top = set(ids[np.argsort(-chisq)[:len(truth.causal)]])
             causal = {c.id for c in truth.causal}
-            assert causal <= top or len(causal & top) >= len(causal) - 1, (causal, top)
-            p = {s: math.exp(-report.neglog10_p(np.array([c]))[0] * math.log(10)) for s, c in zip(ids, chisq)}
-            assert all(p[c] < 1e-6 for c in causal if c in p)
+            top = set(ids[np.argsort(-chisq)[:2 * len(causal)]])
+            assert causal <= top, (causal, top)
+            neglog = dict(zip(ids, report.neglog10_p(chisq)))
+            assert all(neglog[c] > 4 for c in causal), {c: neglog[c] for c in causal}
     assert lam["pcs"] < 1.1, lam
     assert lam["nopcs"] > 1.3, lam
