@@ -673,6 +673,16 @@ def _at_frac(x: SharedArray, frac: int) -> SharedArray:
     return SharedArray(x.ctx, field.mul_pow2(x.share, frac - x.frac), frac)
 
 
+def _public_like(x: SharedArray, value) -> SharedArray:
+    """A public value as a trivial sharing at x's frac and shape."""
+    value = np.broadcast_to(np.asarray(value), x.shape)
+    if x.frac == 0:
+        if value.dtype.kind == "f" and not np.all(value == np.round(value)):
+            raise ValueError("select: a non-integer public value with an integer (frac 0) operand")
+        return SharedArray.public(x.ctx, value.astype(np.int64))
+    return SharedArray.public(x.ctx, value.astype(np.float64), x.frac)
+
+
 def select(cond: SharedArray, a, b) -> SharedArray:
     """cond ? a : b elementwise, for a 0/1 integer `cond` (an oblivious if-else).
 
@@ -686,11 +696,9 @@ def select(cond: SharedArray, a, b) -> SharedArray:
         frac = max(a.frac, b.frac)
         a, b = _at_frac(a, frac), _at_frac(b, frac)
     elif isinstance(a, SharedArray):
-        b = SharedArray.public(ctx, np.broadcast_to(np.asarray(b, dtype=np.float64 if a.frac else None),
-                                                    a.shape), a.frac)
+        b = _public_like(a, b)
     elif isinstance(b, SharedArray):
-        a = SharedArray.public(ctx, np.broadcast_to(np.asarray(a, dtype=np.float64 if b.frac else None),
-                                                    b.shape), b.frac)
+        a = _public_like(b, a)
     else:
         raise TypeError("select: a or b must be a SharedArray (for two public values use cond * (a - b) + b)")
     if cond.shape != a.shape:
@@ -906,7 +914,7 @@ def _pow2_weights():
     return [1 << a for a in range(8)], [1 << (8 * b) for b in range(8)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Normalised:
     """x = (-1)^negative * mantissa * 2^exponent (see normalise).
 

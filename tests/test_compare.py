@@ -172,7 +172,7 @@ def test_new_tuple_kinds_reconstruct(n_nodes):
 
 def _cmp_job(ctx, xv, yv, thresholds):
     x, y = shared(ctx, xv, label="x"), shared(ctx, yv, label="y")
-    lt_pub = compare.less_than_public(x, thresholds)
+    lt_pub = compare.less_than_public(x, thresholds + [yv])     # the last: a per-element public threshold
     out = [compare.ltz(x), compare.is_positive(x), compare.less_than(x, y), compare.greater_than(x, y),
            compare.less_equal(x, y), compare.greater_equal(x, y), compare.eqz(x), compare.equal(x, y),
            compare.sign(x), compare.greater_than_public(x, 0.5)] + lt_pub
@@ -198,8 +198,8 @@ def test_comparisons_exact_with_ties_and_range_ends(n_nodes):
     assert np.array_equal(eq0, xe == 0) and np.array_equal(eq, xe == ye)
     assert np.array_equal(sgn, np.sign(xe))
     assert np.array_equal(gt_half, xe > 0.5)
-    for t, got in zip(thresholds, res[10:]):
-        assert np.array_equal(got, xe < t), t
+    for t, got in zip(thresholds + [yv], res[10:]):
+        assert np.array_equal(got, xe < t)
     assert ltz.dtype == np.int64 and set(np.unique(ltz)) <= {0, 1}
 
 

@@ -224,6 +224,18 @@ def test_integer_inputs():
     assert np.all(np.abs(y - a / b)[keep] <= tolerance(a / b)[keep])
 
 
+def _pair_job(ctx, xv):
+    pair = nonlinear.sqrt_inv_sqrt(shared(ctx, xv, F))
+    return reveal(ctx, [pair.sqrt, pair.inv_sqrt], "t")
+
+
+def test_sqrt_and_inv_sqrt_together():
+    xe = full_range("sqrt", 500, np.random.default_rng(12))
+    s, inv = run_threads(3, _pair_job, (xe,), policy=POLICY)[0]
+    assert_accurate("sqrt", xe, s)
+    assert_accurate("inv_sqrt", xe, inv)
+
+
 def test_shapes_are_kept():
     x = np.abs(np.random.default_rng(2).uniform(0.1, 10, (4, 5)))
     y = apply("sqrt", x)
