@@ -100,9 +100,10 @@ def from_int(values) -> np.ndarray:
         return from_ints(arr)
     if arr.dtype.kind not in "iub":
         raise ValueError(f"from_int: expected an integer array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    out = np.empty(arr.shape + (LIMBS,), dtype=np.uint64)
-    _k.from_int64(arr.reshape(-1), _flat(out))
+    shape = arr.shape                       # ascontiguousarray would make a 0-d array 1-D
+    arr = np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+    out = np.empty(shape + (LIMBS,), dtype=np.uint64)
+    _k.from_int64(arr, _flat(out))
     return out
 
 
@@ -327,7 +328,7 @@ def encode_fixed(x, params: Params, frac: int | None = None) -> np.ndarray:
     bad = ~(np.abs(scaled) < limit)  # also catches NaN
     if bad.any():
         idx = np.argwhere(bad)[0]
-        value = x[tuple(idx)] if x.ndim else x
+        value = float(x[tuple(idx)]) if x.ndim else float(x)
         raise EncodingError(
             f"value {value!r} at index {tuple(int(i) for i in idx)} cannot be encoded: the fixed-point "
             f"format holds |x| < 2^{params.k - 1 - frac} = {2.0 ** (params.k - 1 - frac):g}"

@@ -63,6 +63,8 @@ def share_bits(bits: np.ndarray, n: int, label: str = "xshare", seeds: list[byte
     if n < 2:
         raise ValueError(f"share_bits: need n >= 2 shares, got {n}")
     seeds = [new_seed() for _ in range(n - 1)] if seeds is None else list(seeds)
+    if len(seeds) != n - 1:
+        raise ValueError(f"share_bits: expected {n - 1} seeds, got {len(seeds)}")
     words = np.asarray(bits, dtype=np.uint64)
     shares = [Prg(s, label).words(words.size).reshape(words.shape) for s in seeds]
     correction = words.copy()
