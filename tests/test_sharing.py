@@ -163,8 +163,6 @@ def test_share_bits_errors():
         sharing.share_bits(np.zeros(2, dtype=np.uint64), 0)
 
 
-@pytest.mark.xfail(strict=True, reason="share_bits does not check that len(seeds) == n - 1 (share does): "
-                                        "with one seed for n = 3 it silently returns 2 shares")
 def test_share_bits_checks_the_seed_count():
     with pytest.raises(ValueError, match=r"expected 2 seeds"):
         sharing.share_bits(np.zeros(2, dtype=np.uint64), 3, seeds=SEEDS[:1])
