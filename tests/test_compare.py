@@ -308,7 +308,7 @@ def _process_job(ctx, xv, yv):
     return reveal(ctx, [compare.ltz(x), compare.less_than(x, y), compare.sign(x)], "t")
 
 
-@pytest.mark.parametrize("n_nodes", [3])
+@pytest.mark.parametrize("n_nodes", [2, 3, 5])
 def test_comparisons_as_processes(n_nodes):
     rng = np.random.default_rng(21)
     xv = np.concatenate([edge_values(), rng.uniform(-1e5, 1e5, 3000)])
