@@ -1,10 +1,13 @@
 """Cryptographic pseudo-random generator: (seed, label) -> uniform field elements.
 
-A 128-bit seed and a context label select one AES-128-CTR keystream:
-the stream key is BLAKE2b-128 keyed with the seed over the label, the counter
-starts at zero, and each key encrypts exactly one stream, so streams of
-different labels are independent and the same (seed, label) gives the same
-stream in every process.  Field elements come from the keystream by rejection
+A 128-bit seed and a context label select one keystream: the stream key is
+BLAKE2b-128 keyed with the seed over the label; the first 64 KiB of the stream
+are SHAKE-128 output of that key (FIPS 202; cheap to start, which matters for
+the many small masks of a protocol round), and every byte after that is
+AES-128-CTR under the same key (AES-NI: several GB/s for genotype-sized masks)
+with the counter starting at block 4096, the stream position.  Each key serves
+one stream, so streams of different labels are independent and the same
+(seed, label) gives the same stream in every process.  Field elements come from the keystream by rejection
 (``mpc.field.from_random_words``), so they are exactly uniform.  Never numpy's
 generators: those are not cryptographic.
 """
@@ -29,6 +32,7 @@ _ZEROS = memoryview(bytes(_CHUNK))  # read-only plaintext of the keystream
 # block_size - 1 bytes to spare after the data (CTR writes only len(data)).
 _SPARE = 15
 _ELEMENT_BYTES = 8 * field.LIMBS
+_XOF_BYTES = 1 << 16        # stream bytes [0, 64 KiB) come from SHAKE-128, the rest from AES-CTR
 _CHUNK_ELEMENTS = _CHUNK // _ELEMENT_BYTES
 
 
@@ -61,9 +65,17 @@ class Prg:
         if not isinstance(seed, (bytes, bytearray)) or len(seed) != SEED_BYTES:
             raise ValueError(f"PRG seed must be {SEED_BYTES} bytes, got "
                              f"{len(seed) if isinstance(seed, (bytes, bytearray)) else type(seed).__name__}")
-        key = hashlib.blake2b(_label_bytes(label), key=bytes(seed), digest_size=16,
-                              person=b"mpcgwas-prg-v1").digest()
-        self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._key = hashlib.blake2b(_label_bytes(label), key=bytes(seed), digest_size=16,
+                                    person=b"mpcgwas-prg-v1").digest()
+        self._pos = 0            # stream position (bytes)
+        self._enc_ctx = None     # the AES-CTR part, created when the stream gets there
+
+    @property
+    def _enc(self):
+        if self._enc_ctx is None:
+            start = (_XOF_BYTES // 16).to_bytes(16, "big")
+            self._enc_ctx = Cipher(algorithms.AES(self._key), modes.CTR(start)).encryptor()
+        return self._enc_ctx
 
     def _fill(self, out: np.ndarray) -> None:
         """Overwrite out (a C-contiguous numpy array) with keystream bytes."""
@@ -71,7 +83,19 @@ class Prg:
         self._fill_range(raw, 0, raw.size)
 
     def _fill_range(self, raw: np.ndarray, start: int, stop: int) -> None:
-        """Write the next stop - start keystream bytes to raw[start:stop].
+        """Write the next stop - start keystream bytes to raw[start:stop]."""
+        if self._pos < _XOF_BYTES and stop > start:
+            k = min(stop - start, _XOF_BYTES - self._pos)
+            out = hashlib.shake_128(self._key).digest(self._pos + k)
+            raw[start:start + k] = np.frombuffer(out, dtype=np.uint8, offset=self._pos, count=k)
+            self._pos += k
+            start += k
+        if stop > start:
+            self._aes_fill_range(raw, start, stop)
+            self._pos += stop - start
+
+    def _aes_fill_range(self, raw: np.ndarray, start: int, stop: int) -> None:
+        """Write the next stop - start AES-CTR keystream bytes to raw[start:stop].
 
         Encrypts a reused zero buffer straight into raw's memory, chunk by
         chunk.  Bytes of raw after stop serve as update_into's spare room
