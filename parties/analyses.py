@@ -17,6 +17,7 @@ import numpy as np
 
 from mpc.errors import InputError
 from mpc.reveal import disclose, output
+from parties import analysis_logrank
 from protocols import association as assoc_protocol
 from protocols import freq as freq_protocol
 from protocols import pca as pca_protocol
@@ -235,6 +236,7 @@ ANALYSES = {
     "gwas": Analysis("gwas", "QC, PCA and the covariate-adjusted trend test for every kept SNP",
                      _gwas_node, _gwas_finalize,
                      {**qc_protocol.POLICY, **pca_protocol.POLICY, **assoc_protocol.POLICY}, QC_OPTIONS),
+    "logrank": analysis_logrank.ANALYSIS,
 }
 
 
