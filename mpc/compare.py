@@ -31,9 +31,20 @@ Method (statistical masking, then boolean circuits on packed bit planes):
    and additively shared): open e = b XOR rho (one round, one bit per bit),
    then b = e + rho - 2 e rho.
 
-Round counts below are for B <= 64 (ceil(log2 B) <= 6); every function batches
-over whole arrays, and the ``*_many`` forms batch several arrays into the same
-rounds.  References: the masked-opening comparison follows Catrina and de Hoogh
+Every tuple a comparison needs is requested before its first opening, and
+node n-1 opens with a pad of its own so the dealer's answer overlaps the
+exchange (open_masked): the dealer is off the critical path.
+
+API (all exact, all batched over whole arrays; 8 rounds for bits <= 65):
+ltz, is_positive, less_than, greater_than, less_equal, greater_equal,
+less_than_public / greater_than_public (several public thresholds from one
+opening), eqz, equal, sign, ltz_many / eqz_many (several arrays in the same
+rounds); select (1 round), minimum / maximum (9), min_along / max_along
+(9 ceil(log2 len)); normalise (17) and the building blocks leading_one,
+leading_one_planes, open_masked, run_circuits, bits_to_field used by
+mpc.nonlinear.
+
+References: the masked-opening comparison follows Catrina and de Hoogh
 (ESORICS 2010) in the statistically secure setting; the prefix network is
 Sklansky's (1960); daBits are from Rotaru and Wood (INDOCRYPT 2019).
 """
@@ -46,9 +57,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc import beaver, field
+from mpc.context import node_name
 from mpc.shared import SharedArray, concatenate
+from mpc.triples import DEALER, MaskSpec, bit_mask_spec, n_words, pack_bits, unpack_bits, words_to_planes
 from mpc.truncate import truncate_many
-from mpc.triples import bit_mask_spec, n_words, pack_bits, unpack_bits, words_to_planes
 
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -313,7 +325,6 @@ def open_masked(ctx, groups, prefetch=None) -> list:
     groups : list of (share, B, w)
         share : this node's share, field array (n,) of an integer x with
         |x| < 2^(B-1); w <= B: bits of r_lo (the circuit window).
-
     prefetch : callable, optional
         Called after the rbits requests and before the opening: requests it
         makes reach the dealer together with them.
@@ -321,9 +332,18 @@ def open_masked(ctx, groups, prefetch=None) -> list:
     Returns
     -------
     list of MaskedOpening
-    """
+
+    The dealer is kept off the critical path: the node whose shares of r_lo
+    come from the dealer (node n-1) opens with a one-time pad rho of its own
+    (a uniform field element from its seed) in place of its share r_{n-1},
+    and sends eps = r_{n-1} - rho to the others once the dealer has answered,
+    while the opening is under way; everyone then adds eps.  eps is uniform
+    and independent of everything else (rho is used once), so the view is
+    that of the plain opening of c.  Like the dealer link, this one-way
+    message is not counted as a round: it overlaps the exchange."""
     params = ctx.params
     log_n = max(1, math.ceil(math.log2(ctx.n)))
+    corrected = bool(getattr(ctx.tuples, "corrected", False))
     prepared = []
     for share, B, w in groups:
         share = np.ascontiguousarray(share).reshape(-1, field.LIMBS)
@@ -344,14 +364,29 @@ def open_masked(ctx, groups, prefetch=None) -> list:
         x_plus = field.add(share, field.mul_pow2(r_hi, w))
         if ctx.leads:
             x_plus = field.add_scalar(x_plus, 1 << (B - 1))
-        prepared.append((n, B, w, r_planes, tup, x_plus))
+        rho = ctx.tuples.mask(MaskSpec(DEALER, f"{label}/rho", (n,))) if corrected else None
+        prepared.append((n, B, w, r_planes, tup, x_plus, rho))
     if prefetch is not None:
         prefetch()
-    r_los = [tup["r"] for *_, tup, _ in prepared]  # node n-1 waits for the dealer here
-    opened = ctx.open_many([field.add(x_plus, r_lo) for (*_, x_plus), r_lo in zip(prepared, r_los)],
-                           tag="cmp")
-    return [MaskedOpening(n, B, w, c, r_planes, r_lo)
-            for (n, B, w, r_planes, _, _), r_lo, c in zip(prepared, r_los, opened)]
+    if corrected:
+        c_shares = [field.add(x_plus, rho) for *_, x_plus, rho in prepared]
+    else:
+        c_shares = [field.add(x_plus, tup["r"]) for *_, tup, x_plus, _ in prepared]
+    opened = ctx.open_many(c_shares, tag="cmp")
+    sizes = [item[0] for item in prepared]
+    tag = f"{ctx.label('eps')}"
+    if corrected:                                   # the dealer's answer arrives during the exchange
+        eps = np.concatenate([field.sub(tup["r"], rho) for *_, tup, _, rho in prepared])
+        for peer in ctx.others:
+            ctx.channel.send(peer, tag, eps, is_field=True)
+    else:
+        eps = ctx.channel.recv(node_name(ctx.n - 1), tag, dtype="f127", shape=(sum(sizes),), count_round=False)
+    out, pos = [], 0
+    for (n, B, w, r_planes, tup, _, _), c in zip(prepared, opened):
+        c = field.add(c, eps[pos:pos + n])
+        pos += n
+        out.append(MaskedOpening(n, B, w, c, r_planes, tup["r"]))
+    return out
 
 
 # ============================================================ circuit builders

@@ -415,7 +415,7 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
         raise ValueError(f"divide: shapes {a.shape} and {b.shape} differ")
     ctx = a.ctx
     params = ctx.params
-    k, K, fo = params.k, params.k - 1, params.f
+    k, fo = params.k, params.f
     F = _internal_frac(params)
     A2 = field.add(_flat(a), _flat(a))                     # 2a, 2b: |2x| < 2^k, and x = -2^-fx
     B2 = field.add(_flat(b), _flat(b))                     # keeps a leading one in 2|x| - [x<0]
