@@ -343,7 +343,7 @@ def open_masked(ctx, groups, prefetch=None) -> list:
     message is not counted as a round: it overlaps the exchange."""
     params = ctx.params
     log_n = max(1, math.ceil(math.log2(ctx.n)))
-    corrected = bool(getattr(ctx.tuples, "corrected", False))
+    corrected = ctx.tuples.corrected             # node n-1: its r_lo shares come from the dealer
     prepared = []
     for share, B, w in groups:
         share = np.ascontiguousarray(share).reshape(-1, field.LIMBS)
