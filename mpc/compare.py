@@ -529,6 +529,14 @@ def _compare_openings(ctx, items):
     One opening for all (with every AND triple and daBit requested before
     it, so the dealer works during the rounds), the circuits in lockstep, one
     bit conversion.  Returns, per item, a list of field arrays (n,) of 0/1."""
+    sizes = [np.asarray(share).reshape(-1, field.LIMBS).shape[0] for share, _, _ in items]
+    if any(n == 0 for n in sizes):                  # empty arrays: nothing to compare (a public fact)
+        live = [i for i, n in enumerate(sizes) if n]
+        res = _compare_openings(ctx, [items[i] for i in live]) if live else []
+        out = [[field.zeros((0,)) for _ in tests] for _, _, tests in items]
+        for i, r in zip(live, res):
+            out[i] = r
+        return out
     plans, widths, layout = [], [], []
     for share, B, tests in items:
         n = np.asarray(share).reshape(-1, field.LIMBS).shape[0]
@@ -996,6 +1004,9 @@ def normalise(x: SharedArray, frac: int | None = None, bits: int | None = None) 
     B = _bound(ctx, bits)
     K = B - 1
     frac = ctx.params.f if frac is None else frac
+    if x.size == 0:
+        z = field.zeros(x.shape)
+        return Normalised(SharedArray(ctx, z, frac), *(SharedArray(ctx, z.copy(), 0) for _ in range(3)))
     flat = _flat_share(x)
     lead = leading_one(ctx, field.add(flat, flat), [[B - 1 - j for j in range(B)]], B + 1)
     lo, hi = lead.combine(0, *_pow2_weights())

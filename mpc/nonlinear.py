@@ -286,10 +286,16 @@ def _flat(x: SharedArray) -> np.ndarray:
     return np.ascontiguousarray(x.share).reshape(-1, field.LIMBS)
 
 
-def _check_input(x: SharedArray, name: str) -> None:
+def _check_input(x: SharedArray, name: str) -> bool:
+    """Validate the input's frac; True when it is empty (nothing to compute)."""
     k = x.ctx.params.k
     if not 0 <= x.frac <= k - 1:
         raise ValueError(f"{name}: input frac must be in [0, {k - 1}], got {x.frac}")
+    return x.size == 0
+
+
+def _empty(x: SharedArray) -> SharedArray:
+    return SharedArray(x.ctx, field.zeros(x.shape), x.ctx.params.f)
 
 
 def _pow2_halves(lead, table: int):
@@ -362,7 +368,8 @@ def reciprocal(x: SharedArray) -> SharedArray:
 
     Tuples per element: 399 AND gates, 17 daBits, 1 rbits, 13 Beaver
     products, 11 truncation pairs."""
-    _check_input(x, "reciprocal")
+    if _check_input(x, "reciprocal"):
+        return _empty(x)
     ctx = x.ctx
     params = ctx.params
     K = params.k - 1
@@ -409,10 +416,11 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
 
     Tuples per element: 938 AND gates, 52 daBits, 2 rbits, 21 Beaver
     products, 13 truncation pairs."""
-    _check_input(a, "divide")
-    _check_input(b, "divide")
+    empty = _check_input(a, "divide") | _check_input(b, "divide")
     if a.shape != b.shape:
         raise ValueError(f"divide: shapes {a.shape} and {b.shape} differ")
+    if empty:
+        return _empty(a)
     ctx = a.ctx
     params = ctx.params
     k, fo = params.k, params.f
@@ -529,7 +537,8 @@ def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True)
     """sqrt(x) and/or 1/sqrt(x) from one normalisation and one set of powers
     (see sqrt, inv_sqrt): 27 rounds for both; tuples as for one plus 16
     daBits and 2 products per element for the second output table."""
-    _check_input(x, "sqrt")
+    if _check_input(x, "sqrt"):
+        return SqrtPair(_empty(x) if want_sqrt else None, _empty(x) if want_inv else None)
     ctx = x.ctx
     params = ctx.params
     fo = params.f
@@ -620,7 +629,8 @@ def log(x: SharedArray) -> SharedArray:
 
     Tuples per element: 399 AND gates, 17 daBits, 1 rbits, 13 Beaver
     products, 10 truncation pairs."""
-    _check_input(x, "log")
+    if _check_input(x, "log"):
+        return _empty(x)
     ctx = x.ctx
     params = ctx.params
     K = params.k - 1
@@ -773,7 +783,8 @@ def exp(x: SharedArray) -> SharedArray:
 
     Tuples per element: 324 AND gates, 9 daBits, 2 rbits, 11 Beaver
     products, 7 truncation pairs."""
-    _check_input(x, "exp")
+    if _check_input(x, "exp"):
+        return _empty(x)
     ctx = x.ctx
     params = ctx.params
     k, fo = params.k, params.f
@@ -825,7 +836,8 @@ def sigmoid(x: SharedArray) -> SharedArray:
 
     Tuples per element: 428 AND gates, 16 daBits, 2 rbits, 21 Beaver
     products, 16 truncation pairs."""
-    _check_input(x, "sigmoid")
+    if _check_input(x, "sigmoid"):
+        return _empty(x)
     ctx = x.ctx
     params = ctx.params
     fo = params.f

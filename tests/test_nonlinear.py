@@ -236,6 +236,20 @@ def test_sqrt_and_inv_sqrt_together():
     assert_accurate("inv_sqrt", xe, inv)
 
 
+def _scalar_and_empty_job(ctx):
+    x = shared(ctx, np.array(2.5), F)
+    e = shared(ctx, np.zeros((0, 3)), F, "e")
+    empties = [nonlinear.reciprocal(e), nonlinear.sqrt(e), nonlinear.log(e), nonlinear.exp(e),
+               nonlinear.sigmoid(e), nonlinear.divide(e, e)]
+    return [o.shape for o in empties], reveal(ctx, [nonlinear.reciprocal(x), nonlinear.exp(x)], "t")
+
+
+def test_scalars_and_empty_arrays():
+    shapes, (r, ex) = run_threads(3, _scalar_and_empty_job, (), policy=POLICY)[0]
+    assert shapes == [(0, 3)] * 6
+    assert r.shape == () and abs(r - 0.4) <= 4 * ULP and abs(ex - math.exp(2.5)) <= 1e-6 * math.exp(2.5)
+
+
 def test_shapes_are_kept():
     x = np.abs(np.random.default_rng(2).uniform(0.1, 10, (4, 5)))
     y = apply("sqrt", x)
