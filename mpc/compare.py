@@ -607,8 +607,10 @@ def is_positive(x: SharedArray, bits: int | None = None) -> SharedArray:
 def less_than(a: SharedArray, b: SharedArray, bits: int | None = None) -> SharedArray:
     """[a < b] for shared a, b (brought to a common frac); exact, ties give 0.
 
-    `bits` bounds each operand's encoding (default params.k); the difference
-    is compared with one more bit.  8 rounds."""
+    `bits` bounds each operand's encoding at that common frac (default
+    params.k: an integer compared with a fixed-point value is scaled by
+    2^frac first, so it must stay below 2^(bits-1-frac)); the difference is
+    compared with one more bit.  8 rounds."""
     return ltz(a - b, _bound(a.ctx, bits) + 1)
 
 
