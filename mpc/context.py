@@ -40,10 +40,15 @@ class PartyContext:
         Public job id, prefixed to every label.
     emit : callable(name, share, meta) or None
         Receives result shares addressed to the analyst.
+    checkpoint : object or None
+        Where completed phases are kept (parties.checkpoint.Checkpoints): an
+        object with has(phase), load(phase) -> (state, outputs) and
+        save(phase, state, outputs).  None: no checkpoints (tests).
     """
 
     def __init__(self, params: Params, index: int, n: int, channel, tuples, policy,
-                 job: str = "job", emit=None, log: logging.Logger | None = None, progress=None):
+                 job: str = "job", emit=None, log: logging.Logger | None = None, progress=None,
+                 checkpoint=None):
         if n < 2:
             raise ValueError(f"need at least 2 computation nodes, got {n}")
         if not 0 <= index < n:
@@ -55,12 +60,54 @@ class PartyContext:
         self.tuples = tuples
         self.policy = policy
         self.job = job
-        self.emit = emit
+        self._emit = emit
+        self.checkpoint = checkpoint
+        self._emitted = []          # outputs since the last checkpoint (re-sent on resume)
+        self._reveal_mark = 0       # reveal records before that belong to saved phases
         self.log = log or logging.getLogger(f"mpcgwas.{node_name(index)}")
         self.progress = progress or (lambda phase, done, total: None)
         self.name = node_name(index)
         self.others = tuple(node_name(i) for i in range(n) if i != index)
         self._counter = itertools.count()
+
+    @property
+    def emit(self):
+        if self._emit is None:
+            return None
+        return self._record_and_emit
+
+    def _record_and_emit(self, name, share, meta):
+        self._emitted.append((name, share, meta))
+        self._emit(name, share, meta)
+
+    # ------------------------------------------------------------ checkpoints
+    def resume(self, phase: str):
+        """The saved state of `phase` if every node has it, else None (one round).
+
+        On resume the outputs the phase sent to the analyst are sent again, so
+        the analyst's view does not depend on where the job restarted."""
+        if self.checkpoint is None:
+            return None
+        have = np.array([1 if self.checkpoint.has(phase) else 0], dtype=np.int64)
+        got = self.channel.exchange(self.others, f"checkpoint:{phase}", have, dtype="i64", shape=(1,))
+        if not (have[0] and all(int(v[0]) == 1 for v in got.values())):
+            return None
+        state, outputs = self.checkpoint.load(phase, self)
+        for name, share, meta in outputs:
+            self._record_and_emit(name, share, meta)
+        self._emitted = []
+        self.policy.records.extend(state.pop("_reveals", []))
+        self._reveal_mark = len(self.policy.records)
+        self.log.info("resumed %s from its checkpoint", phase)
+        return state
+
+    def save(self, phase: str, state: dict) -> None:
+        """Keep `phase`'s state (and the outputs it sent) for a later resume."""
+        if self.checkpoint is not None:
+            reveals = self.policy.records[self._reveal_mark:]
+            self.checkpoint.save(phase, {**state, "_reveals": reveals}, self._emitted)
+        self._emitted = []
+        self._reveal_mark = len(self.policy.records)
 
     @property
     def leads(self) -> bool:

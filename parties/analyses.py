@@ -121,22 +121,37 @@ def gwas_inputs(ctx, cohort, options):
         cov, c_missing, names = cohort.covariates(None if wanted == ["all"] else wanted)
         extra.append(("covar", c_missing))
     qopts = _qc_options(options)
-    with ctx.phase("qc"):
-        keep, tests = qc_protocol.sample_qc(ctx, cohort, qopts, extra)
-        qc = qc_protocol.snp_qc(ctx, cohort, qopts, keep)
+    saved = ctx.resume("qc")
+    if saved is None:
+        with ctx.phase("qc"):
+            keep, tests = qc_protocol.sample_qc(ctx, cohort, qopts, extra)
+            qc = qc_protocol.snp_qc(ctx, cohort, qopts, keep)
+        ctx.save("qc", {"keep": keep, "tests": tests, "snp_keep": qc.snp_keep, "snp_reason": qc.snp_reason,
+                        "pca_ok": qc.pca_ok, "n_kept": qc.n_kept, "alt": qc.alt, "miss": qc.miss, "c1": qc.c1})
+    else:
+        keep, tests = saved["keep"], saved["tests"]
+        qc = qc_protocol.QcResult(sample_keep=keep, snp_keep=saved["snp_keep"], snp_reason=saved["snp_reason"],
+                                  pca_ok=saved["pca_ok"], n_kept=saved["n_kept"], alt=saved["alt"],
+                                  miss=saved["miss"], c1=saved["c1"])
     if qc.n_kept < 3 or not qc.snp_keep.any():
         raise InputError(f"QC kept {qc.n_kept} samples and {int(qc.snp_keep.sum())} SNPs: "
                          f"nothing to analyse; relax the thresholds")
     pcs, n_pca = None, 0
     if int(options.get("pcs", 0)) > 0:
-        popts = pca_protocol.PcaOptions(k=int(options["pcs"]), oversample=int(options["pca_oversample"]),
-                                        iters=int(options["pca_iters"]), eig_iters=int(options["pca_eig_iters"]),
-                                        ld_dist=int(options["ld_dist"]), seed=int(options["pca_seed"]))
-        try:
-            res = pca_protocol.run_pca(ctx, cohort, qc, popts)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        pcs, n_pca = res.pcs, res.n_snps
+        saved = ctx.resume("pca")
+        if saved is None:
+            popts = pca_protocol.PcaOptions(k=int(options["pcs"]), oversample=int(options["pca_oversample"]),
+                                            iters=int(options["pca_iters"]),
+                                            eig_iters=int(options["pca_eig_iters"]),
+                                            ld_dist=int(options["ld_dist"]), seed=int(options["pca_seed"]))
+            try:
+                res = pca_protocol.run_pca(ctx, cohort, qc, popts)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            pcs, n_pca = res.pcs, res.n_snps
+            ctx.save("pca", {"pcs": pcs, "n_pca": n_pca})
+        else:
+            pcs, n_pca = saved["pcs"], saved["n_pca"]
     allkeep = np.concatenate(keep)
     y_kept = y[allkeep]
     cov_kept = None if cov is None else cov[allkeep]

@@ -30,6 +30,7 @@ import numpy as np
 from mpc.errors import MpcError, ProtocolError, StorageError
 from mpc.net.zmq_channel import ZmqChannel, make_server
 from parties.analyses import ANALYSES
+from parties.checkpoint import Checkpoints, job_key
 from parties.cohort import SnpInfo, StoredCohort
 from parties.jobs import node_context
 from parties.service import ServiceServer, daemon_context, unpack
@@ -224,11 +225,15 @@ class NodeDaemon:
                 self.events.put(({"event": "progress", "phase": phase, "done": done, "total": total}, None))
 
             own_seeds = {s["submission"]: bytes.fromhex(s["seed"]) for s in subs}
+            checkpoints = Checkpoints(self.store.root, job_key(analysis.name, options,
+                                                               {s.provider: s["submission"] for s in subs}),
+                                      self.log)
             ctx = node_context(channel, self.index, study.n_nodes, study.params, study.policy, own_seeds,
-                               job, emit=emit, log=self.log, progress=progress)
+                               job, emit=emit, log=self.log, progress=progress, checkpoint=checkpoints)
             cohort = StoredCohort(ctx, subs)
             public = analysis.node(ctx, cohort, options)
             ctx.tuples.finish()
+            checkpoints.clear()
             self.events.put(({"event": "done", "public": public if self.index == 0 else {},
                               "traffic": channel.stats.as_dict(), "reveals": ctx.policy.records,
                               "seconds": time.monotonic() - start}, None))
