@@ -320,13 +320,50 @@ def test_cli_end_to_end(tmp_path):
         assert (out / "km.png").stat().st_size > 0
         names = {r["name"] for r in summary["reveals"]}
         assert names == {"logrank.test", "logrank.km"}
-        # stratified through the CLI too (the STRATUM column)
-        done = subprocess.run(cmd[:-2] + ["--strata", "--km", "no"], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        strat = json.loads((out / "summary.json").read_text())["logrank"]
+        # stratified on the submitted STRATUM column (the analyst's API, same daemons)
+        strat = study.run("logrank", out, strata=True, km="no")
         grid = np.arange(10001, dtype=float)
         tables = [R.count_table(t[stratum == s], e[stratum == s], g[stratum == s], labels, grid) for s in "AB"]
         assert strat["chisq"] == pytest.approx(R.logrank_stratified(tables).chisq, rel=1e-6)
         assert strat["test"] == "stratified log-rank" and strat["strata"] == ["A", "B"]
     finally:
         study.close()
+
+
+# ------------------------------------------------------------ masking bounds
+
+def test_every_truncation_input_is_within_its_bound(monkeypatch):
+    """The protocol's own truncations: the reconstructed input of each one lies
+    strictly inside the bound it declares to the dealer (else its mask would
+    not hide it), with the largest cohort-independent margins shown."""
+    import threading
+
+    import mpc.truncate as truncate_module
+
+    real = truncate_module.truncate_many
+    seen, lock = {}, threading.Lock()
+
+    def recording(ctx, xs, shifts, bits=None):
+        xs = list(xs)
+        with lock:
+            calls = seen.setdefault(ctx.index, [])
+            calls.append([(x.share.copy(), b) for x, b in zip(xs, bits)])
+        return real(ctx, xs, shifts, bits)
+
+    monkeypatch.setattr(truncate_module, "truncate_many", recording)
+    lung = load_lung().dropna(subset=["ph.ecog"])
+    t, e, g = lung["time"].to_numpy(float), lung["status"].to_numpy(), lung["ph.ecog"].to_numpy().astype(int)
+    secure(t, e, g, km_min_at_risk=3)
+    t, e, g = (np.asarray(v) for v in EDGE_CASES["n = d"])
+    secure(t.astype(float), e, g)
+    worst = -np.inf
+    for k in range(len(seen[0])):
+        for j, (share, bits) in enumerate(seen[0][k]):
+            total = share
+            for node in (1, 2):
+                total = field.add(total, seen[node][k][j][0])
+            magnitude = np.max(np.abs(field.decode_fixed(total, 0))) if total.size else 0.0
+            if magnitude > 0:
+                worst = max(worst, math.log2(magnitude) - (bits - 1))
+    print(f"largest truncation input: 2^{worst:.2f} of its bound")
+    assert worst < 0, f"a truncation input exceeds its bound by 2^{worst:.2f}"
