@@ -91,7 +91,7 @@ def _num(v, digits=10):
     return "NA" if not math.isfinite(v) else f"{v:.{digits}g}"
 
 
-def test_result(result) -> dict:
+def read_statistic(result) -> dict:
     """chisq, df, p (and the per-group counts) from the reconstructed outputs."""
     out = result.outputs
     n = out[("logrank.test", "n")].astype(np.int64)
@@ -177,7 +177,7 @@ def _write_km(result, out_dir, min_at_risk) -> None:
 def _finalize(result, options, out_dir):
     pub = result.public
     groups = pub["groups"]
-    test = test_result(result)
+    test = read_statistic(result)
     with open(out_dir / "logrank.tsv", "w") as fh:
         fh.write("GROUP\tN\tOBSERVED\tEXPECTED\n")
         for label, n, o, e in zip(groups, test["n"], test["observed"], test["expected"]):

@@ -318,7 +318,7 @@ def survival_tables(ctx, cohort, options: LogrankOptions) -> SurvivalTables:
     share = coarsen_counts(counts.share, step)       # (S, G, T, 2, limbs)
     spacing = float(times[1] - times[0]) if len(times) > 1 else 0.0
     times = float(times[0]) + np.arange(share.shape[2]) * spacing * step
-    S, G = share.shape[0], share.shape[1]
+    G = share.shape[1]
     km = field.sum(share, axis=0)                     # (G, T, 2, limbs)
     test = share if options.stratified else km[None]
     test = np.ascontiguousarray(test.transpose(1, 0, 2, 3, 4)).reshape(G, -1, 2, field.LIMBS)

@@ -103,7 +103,7 @@ def assert_km(result, table, km, time=None, event=None, group=None):
 
 
 def chisq_of(result):
-    test = AL.test_result(result)
+    test = AL.read_statistic(result)
     return test["chisq"], test["df"], test["p"], test
 
 
@@ -231,6 +231,17 @@ def test_provider_without_a_group_and_fewer_than_two_groups():
     one = g == labels[0]
     with pytest.raises(ChildError, match="at least two groups"):
         secure(t[one], e[one], g[one], policy=TEST_ONLY)
+
+
+def test_strata_must_come_from_every_provider():
+    rossi = load_rossi()
+    t, e, g = rossi["week"].to_numpy(float), rossi["arrest"].to_numpy(), rossi["fin"].to_numpy()
+    tables = site_tables(t, e, g, rossi["wexp"].to_numpy())
+    tables[2] = SurvivalTable(iid=tables[2].iid, time=tables[2].time, event=tables[2].event, group=tables[2].group)
+    subs, seeds = make_submissions([np.zeros((len(x), 0), np.int8) for x in tables], 3, survival=tables,
+                                   n_grid=int(t.max()) + 1)
+    with pytest.raises(ChildError, match="site3 submitted survival.tsv without a STRATUM column"):
+        run_threads(3, _node, (subs, {"strata": True}), policy=TEST_ONLY, extra_seeds=seeds)
 
 
 def test_suppression_and_coarser_grid():
