@@ -92,7 +92,7 @@ QC_OPTIONS = (
     ("--pcs", dict(type=int, default=10, help="principal components to adjust for (0: none)")),
     ("--pca-oversample", dict(type=int, default=10)),
     ("--pca-iters", dict(type=int, default=4, help="power iterations")),
-    ("--pca-eig-iters", dict(type=int, default=20, help="subspace iterations on the small matrix")),
+    ("--pca-eig-iters", dict(type=int, default=10, help="subspace iterations on the small matrix")),
     ("--ld-dist", dict(type=int, default=100000, help="LD thinning distance for PCA SNPs (bp)")),
     ("--pca-seed", dict(type=int, default=0, help="seed of the public random projection")),
 )

@@ -42,7 +42,7 @@ class PcaOptions:
     k: int = 10
     oversample: int = 10
     iters: int = 10
-    eig_iters: int = 30
+    eig_iters: int = 10
     ns_iters: int = 24
     ld_dist: int = 100000
     seed: int = 0

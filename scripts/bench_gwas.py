@@ -42,11 +42,11 @@ SHARED_1K = ROOT.parent / "shared" / "data" / "secure-gwas-1k"
 WORKLOADS = {
     "1k": dict(options={"pheno": "CASE", "covar_names": "all", "mind": 0.05, "geno": 0.1, "maf": None,
                         "hwe": None, "het_min": 0.2, "het_max": 0.5, "het_sd": None, "pcs": 5,
-                        "pca_oversample": 5, "pca_iters": 10, "pca_eig_iters": 20, "ld_dist": 1,
+                        "pca_oversample": 5, "pca_iters": 10, "pca_eig_iters": 10, "ld_dist": 1,
                         "pca_seed": 0}),
     "20k": dict(options={"pheno": "CASE", "covar_names": "", "mind": 0.1, "geno": 0.1, "maf": 0.01,
                          "hwe": 1e-6, "het_min": None, "het_max": None, "het_sd": None, "pcs": 10,
-                         "pca_oversample": 10, "pca_iters": 4, "pca_eig_iters": 20, "ld_dist": 100000,
+                         "pca_oversample": 10, "pca_iters": 4, "pca_eig_iters": 10, "ld_dist": 100000,
                          "pca_seed": 0}),
 }
 

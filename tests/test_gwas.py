@@ -47,7 +47,7 @@ from tests.memcohort import make_submissions
 
 OPTIONS = {"pheno": "CASE", "covar_names": "AGE", "mind": 0.05, "geno": 0.05, "maf": 0.02, "hwe": 1e-6,
            "het_min": None, "het_max": None, "het_sd": None, "pcs": 5, "pca_oversample": 5,
-           "pca_iters": 3, "pca_eig_iters": 15, "ld_dist": 100000, "pca_seed": 3}
+           "pca_iters": 3, "pca_eig_iters": 10, "ld_dist": 100000, "pca_seed": 3}
 POLICY = {**{k: list(v) for k, v in qcp.POLICY.items()}, **{k: list(v) for k, v in assoc.POLICY.items()},
           "test.pcs": ["nodes"]}
 
