@@ -27,8 +27,8 @@ class DealerDaemon:
         self.log = logging.getLogger("mpcgwas.dealer")
         self.seeds = SeedStore(data_dir)
         self.context, self.keys, self.ring, self.auth = daemon_context(study, DEALER, self.log, key_file)
-        self.peer_router = make_server(self.context, study.dealer.peer, self.keys)
-        self.service = ServiceServer(self.context, study.dealer.service, self.keys, self.ring, self.log)
+        self.peer_router = make_server(self.context, study.dealer.peer_listen, self.keys)
+        self.service = ServiceServer(self.context, study.dealer.service_listen, self.keys, self.ring, self.log)
         self.job = None
         self.stop = threading.Event()
         self.log.info("dealer listening: peers on %s, service on %s", study.dealer.peer, study.dealer.service)

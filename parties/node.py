@@ -57,8 +57,8 @@ class NodeDaemon:
         self.store = NodeStore(data_dir)
         self.context, self.keys, self.ring, self.auth = daemon_context(study, self.me, self.log, key_file)
         ep = study.node(index)
-        self.peer_router = make_server(self.context, ep.peer, self.keys)
-        self.service = ServiceServer(self.context, ep.service, self.keys, self.ring, self.log)
+        self.peer_router = make_server(self.context, ep.peer_listen, self.keys)
+        self.service = ServiceServer(self.context, ep.service_listen, self.keys, self.ring, self.log)
         self.uploads = {}          # provider -> Staging
         self.job = None            # (job id, analyst ident, thread)
         self.events = queue.Queue()

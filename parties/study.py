@@ -22,6 +22,7 @@ One TOML file describes a study::
     peer = "tcp://127.0.0.1:7000"       # nodes connect here
     service = "tcp://127.0.0.1:7001"    # providers and analysts connect here
     public_key = "..."
+    # peer_bind / service_bind: where to bind when others connect through a relay
 
     [[nodes]]                            # node0, node1, ... in order
     peer = "..."
@@ -63,10 +64,24 @@ def node_name(i: int) -> str:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A daemon's addresses: where others connect (peer, service) and, when that
+    is a relay or a NAT address, where the daemon itself binds (peer_bind,
+    service_bind; default: the same)."""
+
     name: str
     peer: str | None
     service: str | None
     public_key: bytes
+    peer_bind: str | None = None
+    service_bind: str | None = None
+
+    @property
+    def peer_listen(self) -> str:
+        return self.peer_bind or self.peer
+
+    @property
+    def service_listen(self) -> str:
+        return self.service_bind or self.service
 
 
 @dataclass(frozen=True)
@@ -137,7 +152,8 @@ def _endpoint(table: dict, name: str, where: str, curve: bool) -> Endpoint:
     key = table.get("public_key", "")
     if curve and (not isinstance(key, str) or len(key) != 40):
         raise InputError(f"study file: [{where}] needs a 40-character z85 public_key")
-    return Endpoint(name, _require(table, "peer", where), _require(table, "service", where), key.encode())
+    return Endpoint(name, _require(table, "peer", where), _require(table, "service", where), key.encode(),
+                    table.get("peer_bind"), table.get("service_bind"))
 
 
 def load(path) -> Study:
