@@ -423,45 +423,165 @@ def test_mul_edges_all_pairs_both_implementations():
         assert_field_equal(_kernel_mul(fn, a, b), want)
 
 
+# Matrix products: every implementation this build and CPU can run, one
+# suite.  matmul / matmul_tn run the AVX-512 IFMA kernel (f127_ifma.pxd) where
+# kernels.IFMA_KERNELS, else the scalar one; *_scalar is the dot3 product
+# (assembly where kernels.ASM_KERNELS), *_portable its portable Cython twin,
+# *_ifma the IFMA kernel (only where it can run).
+
+MATMULS = [kernels.matmul, kernels.matmul_scalar, kernels.matmul_portable]
+MATMULS_TN = [kernels.matmul_tn, kernels.matmul_tn_scalar, kernels.matmul_tn_portable]
+if kernels.IFMA_KERNELS:
+    MATMULS.append(kernels.matmul_ifma)
+    MATMULS_TN.append(kernels.matmul_tn_ifma)
+needs_ifma = pytest.mark.skipif(not kernels.IFMA_KERNELS,
+                                reason="no AVX-512 IFMA kernels in this build or on this CPU")
+
+
+def _run_kernel(fn, a, b, shape) -> np.ndarray:
+    out = np.full(tuple(shape) + (2,), 5, dtype=np.uint64)  # garbage every output must overwrite
+    fn(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    return out
+
+
+def _every_product(a: np.ndarray, b: np.ndarray) -> dict:
+    """{kernel name: a @ b} by every matmul kernel and every matmul_tn kernel (on a.T)."""
+    shape = (a.shape[0], b.shape[1])
+    at = np.ascontiguousarray(a.transpose(1, 0, 2))
+    results = {fn.__name__: _run_kernel(fn, a, b, shape) for fn in MATMULS}
+    results.update({fn.__name__: _run_kernel(fn, at, b, shape) for fn in MATMULS_TN})
+    return results
+
+
+def _assert_every_result(results: dict, want) -> None:
+    for name, got in results.items():
+        try:
+            assert_field_equal(got, want)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+def _ref_matmul_dot(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """(xa @ xb) mod p for 2-D object arrays of mpz (numpy's object matmul, exact)."""
+    m, n = xa.shape[0], xb.shape[1]
+    if xa.shape[1] == 0:
+        return _mpz_array([0] * (m * n), (m, n))
+    return np.dot(xa, xb) % P if m * n else np.empty((m, n), dtype=object)
+
+
+def _random_residues(rng, shape) -> np.ndarray:
+    """Uniform residues (test data only) as mpz, for _encode."""
+    words = rng.integers(0, 1 << 64, size=(int(np.prod(shape, dtype=np.int64)), 2), dtype=np.uint64)
+    values = [(int(hi) >> 1 << 64 | int(lo)) % P for lo, hi in words]
+    return _mpz_array(values, shape)
+
+
 @FAST
 @given(st.data())
-def test_matmul_portable_and_assembly(data):
-    m, k, n = (data.draw(st.integers(0, 6)) for _ in range(3))
+def test_matmul_every_implementation(data):
+    """Random and edge values; m across strips of 8 rows (1..17), n odd or even
+    (pairs of columns), K from 0."""
+    m, k, n = data.draw(st.integers(0, 17)), data.draw(st.integers(0, 10)), data.draw(st.integers(0, 11))
     xa, a = data.draw(field_arrays((m, k)))
     xb, b = data.draw(field_arrays((k, n)))
     want = _ref_matmul(xa, xb)
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    for fn in (kernels.matmul, kernels.matmul_portable):
-        out = np.full((m, n, 2), 5, dtype=np.uint64)
-        fn(a, b, out)
-        assert_field_equal(out, want)
-    at = np.ascontiguousarray(a.transpose(1, 0, 2))
-    for fn in (kernels.matmul_tn, kernels.matmul_tn_portable):
-        out = np.full((m, n, 2), 5, dtype=np.uint64)
-        fn(at, b, out)
-        assert_field_equal(out, want)
+    _assert_every_result(_every_product(a, b), want)
 
 
-def test_dot_carries_both_implementations():
-    """Every product of p-1 by p-1 makes all three terms of the accumulator
-    carry; K = 3000 spans several blocks of matmul_tn."""
+def test_matmul_edge_value_pairs():
+    """Every pair of edge values meets in some product (a[i, k] b[k, j] with
+    a[i, k] = EDGES[(i + k) % 8], b[k, j] = EDGES[(j + 3k) % 8])."""
+    m, k, n = 9, 8, 11
+    xa = _mpz_array([EDGES[(i + t) % 8] for i in range(m) for t in range(k)], (m, k))
+    xb = _mpz_array([EDGES[(j + 3 * t) % 8] for t in range(k) for j in range(n)], (k, n))
+    want = _ref_matmul(xa, xb)
+    _assert_every_result(_every_product(_encode(xa, (m, k)), _encode(xb, (k, n))), want)
+    for i in range(m):  # one edge value times every edge value, K = 1
+        col = _mpz_array([EDGES[i % 8]], (1, 1))
+        row = _mpz_array(EDGES, (1, 8))
+        _assert_every_result(_every_product(_encode(col, (1, 1)), _encode(row, (1, 8))), (col * row) % P)
+
+
+@pytest.mark.parametrize("m, k, n", [
+    (1, 1, 1), (8, 1, 8), (7, 1, 9), (9, 7, 1), (15, 9, 2), (17, 3, 3), (16, 33, 17),
+    (3, 0, 5), (0, 4, 3), (4, 3, 0), (0, 0, 0), (33, 515, 7), (9, 2049, 3), (2, 4100, 1),
+    (40, 64, 32), (12, 100, 25),
+])
+def test_matmul_odd_shapes(m, k, n):
+    """Partial strips (m mod 8), odd n, K = 0 and 1, K across the kernels' blocks."""
+    rng = np.random.default_rng(1000 * m + 10 * k + n)  # test data only
+    xa, xb = _random_residues(rng, (m, k)), _random_residues(rng, (k, n))
+    want = _ref_matmul_dot(xa, xb)
+    _assert_every_result(_every_product(_encode(xa, (m, k)), _encode(xb, (k, n))), want)
+
+
+@pytest.mark.parametrize("k, n", [(1, 3), (3000, 3), (9000, 3), (9000, 1)])
+def test_matmul_long_inner_dimension_largest_limbs(k, n):
+    """Delayed reduction at the accumulators' limits: p - 1 has every limb
+    (52- and 51-bit) at or next to its maximum and makes every term of the
+    scalar accumulator carry; K = 9000 is past what one register block of the
+    IFMA kernels may hold (4095) and spans blocks of every kernel (with n = 1,
+    matmul_tn's blocks are the longest).  p itself is not canonical, but its
+    limbs are all ones: the kernels sum it exactly."""
+    values = [P - 1, P, P - 2, (1 << 127) - (1 << 64) - 1, (1 << 64) - 1, 1 << 126]
+    m = 9
+    raw_a = [P - 1 if (i + t) % 3 else values[(i + t) % 6] for i in range(m) for t in range(k)]
+    raw_b = [P - 1 if (t + j) % 2 else values[(t * 5 + j) % 6] for t in range(k) for j in range(n)]
+    want = _ref_matmul_dot(_mpz_array(raw_a, (m, k)), _mpz_array(raw_b, (k, n)))
+
+    def encode_unreduced(values, shape):  # _encode would turn p into 0
+        out = np.array([(v & MASK64, v >> 64) for v in values], dtype=np.uint64)
+        return out.reshape(tuple(shape) + (2,))
+
+    _assert_every_result(_every_product(encode_unreduced(raw_a, (m, k)), encode_unreduced(raw_b, (k, n))),
+                         want)
+
+
+def test_dot_carries_every_implementation():
+    """Every product of p-1 by p-1 makes all three terms of the scalar
+    accumulator carry; K = 3000 spans several blocks of matmul_tn."""
     k = 3000
     a = field.full((3, k), P - 1)
     b = field.full((k, 2), P - 1)
     want = _mpz_array([k % P] * 6, (3, 2))  # (p-1)^2 = 1
-    for fn in (kernels.matmul, kernels.matmul_portable):
-        out = np.empty((3, 2, 2), dtype=np.uint64)
-        fn(a, b, out)
-        assert_field_equal(out, want)
-    at = np.ascontiguousarray(a.transpose(1, 0, 2))
-    for fn in (kernels.matmul_tn, kernels.matmul_tn_portable):
-        out = np.empty((3, 2, 2), dtype=np.uint64)
-        fn(at, b, out)
-        assert_field_equal(out, want)
+    _assert_every_result(_every_product(a, b), want)
 
 
-def test_asm_flag_is_a_bool():
+@needs_ifma
+@pytest.mark.parametrize("m, k, n", [
+    (9, 1800, 200),   # matmul packs b in two blocks of columns (16 MiB each at most)
+    (10, 700, 131),   # matmul_tn runs over b in blocks of 128 columns
+    (21, 5000, 1),    # matmul_tn: blocks of 2048 rows
+    (67, 300, 20),
+])
+def test_matmul_ifma_blocking_agrees_with_scalar(m, k, n):
+    rng = np.random.default_rng(7 * m + k + n)  # test data only
+    a = field.from_random_words(rng.integers(0, 1 << 64, size=4 * m * k, dtype=np.uint64), m * k)[0]
+    b = field.from_random_words(rng.integers(0, 1 << 64, size=4 * k * n, dtype=np.uint64), k * n)[0]
+    a, b = a.reshape(m, k, 2), b.reshape(k, n, 2)
+    results = _every_product(a, b)
+    for name in ("matmul_ifma", "matmul_tn_ifma", "matmul", "matmul_tn", "matmul_tn_scalar"):
+        assert np.array_equal(results[name], results["matmul_scalar"]), name
+    assert field.count_noncanonical(results["matmul_ifma"]) == 0
+
+
+def test_kernel_flags_and_ifma_guard():
+    """IFMA_KERNELS only on a CPU that has the instructions; without them the
+    explicit IFMA entry points refuse to run."""
     assert isinstance(kernels.ASM_KERNELS, bool)
+    assert isinstance(kernels.IFMA_KERNELS, bool)
+    if kernels.IFMA_KERNELS:
+        try:
+            with open("/proc/cpuinfo") as f:
+                assert "avx512ifma" in f.read().split()
+        except OSError:
+            pass  # not Linux: nothing to compare with
+    else:
+        out = np.empty((2, 4, 2), dtype=np.uint64)
+        with pytest.raises(RuntimeError, match=r"matmul_ifma: .*IFMA_KERNELS is False"):
+            kernels.matmul_ifma(field.zeros((2, 3)), field.zeros((3, 4)), out)
+        with pytest.raises(RuntimeError, match=r"matmul_tn_ifma: .*IFMA_KERNELS is False"):
+            kernels.matmul_tn_ifma(field.zeros((3, 2)), field.zeros((3, 4)), out)
 
 
 # ----------------------------------------------------------------- conversions

@@ -14,7 +14,9 @@
 # from 4.5 to 3.1 ns per element and matmul from 3.0 to 2.4 ns per product.
 # The portable versions are the reference twins: field.pyx exposes
 # mul_portable / matmul_portable / matmul_tn_portable so that the tests run
-# both on any machine.
+# both on any machine.  The matrix products have a third implementation,
+# with AVX-512 IFMA, in f127_ifma.pxd (used where the build and the CPU have
+# it; matmul_scalar / matmul_tn_scalar keep this file's assembly reachable).
 
 from libc.stdint cimport uint64_t
 

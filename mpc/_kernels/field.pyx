@@ -13,8 +13,17 @@ from mpc._kernels.f127 cimport (
     dot3, dot3_portable, dot3_finish, rotl127, F127_ASM,
 )
 
+# AVX-512 IFMA matrix products: compiled only when the compiler targets IFMA,
+# run only when the CPU has it (ifma_usable).
+from mpc._kernels.f127_ifma cimport ifma_usable, ifma_matmul, ifma_matmul_tn
+
 ASM_KERNELS = bool(F127_ASM)
-"""True when fmul and the matrix products run the x86-64 assembly of f127.pxd."""
+"""True when fmul and the scalar matrix products run the x86-64 assembly of f127.pxd."""
+
+cdef bint _ifma = ifma_usable()
+IFMA_KERNELS = bool(_ifma)
+"""True when matmul and matmul_tn run the AVX-512 IFMA kernels of f127_ifma.pxd
+(the build targets IFMA and this CPU has it)."""
 
 
 # The elementwise loops below walk raw pointers (element i is the limb pair at
@@ -323,22 +332,46 @@ cdef inline const uint64_t* data3(const uint64_t[:, :, ::1] x) noexcept nogil:
     return &x[0, 0, 0]
 
 
+cdef enum:
+    # Which implementation _matmul / _matmul_tn run.
+    KERNEL_AUTO = 0      # IFMA where usable, else the scalar one (assembly where available)
+    KERNEL_SCALAR = 1    # dot3: the x86-64 assembly where available, else the portable Cython
+    KERNEL_PORTABLE = 2  # dot3_portable
+    KERNEL_IFMA = 3      # f127_ifma.pxd (callers check IFMA_KERNELS first)
+
+
 def matmul(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b, uint64_t[:, :, ::1] out):
     """out (m, n) = a (m, K) @ b (K, n) with delayed reduction.
 
-    Each output is accumulated exactly over all K products (dot3 in f127.pxd,
-    K < 2^62) and reduced once."""
-    _matmul(a, b, out, False)
+    Each output is accumulated exactly over all K products and reduced once:
+    by the AVX-512 IFMA kernel where IFMA_KERNELS, else by dot3 (f127.pxd,
+    K < 2^62)."""
+    _matmul(a, b, out, KERNEL_AUTO)
+
+
+def matmul_scalar(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b,
+                  uint64_t[:, :, ::1] out):
+    """matmul with the scalar dot product (the assembly where ASM_KERNELS), never IFMA."""
+    _matmul(a, b, out, KERNEL_SCALAR)
 
 
 def matmul_portable(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b,
                     uint64_t[:, :, ::1] out):
     """matmul with the portable Cython dot product, whatever the build (for tests)."""
-    _matmul(a, b, out, True)
+    _matmul(a, b, out, KERNEL_PORTABLE)
+
+
+def matmul_ifma(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b,
+                uint64_t[:, :, ::1] out):
+    """matmul with the AVX-512 IFMA kernel; RuntimeError unless IFMA_KERNELS (for tests)."""
+    if not _ifma:
+        raise RuntimeError("matmul_ifma: no AVX-512 IFMA kernels in this build or on this CPU "
+                           "(IFMA_KERNELS is False)")
+    _matmul(a, b, out, KERNEL_IFMA)
 
 
 cdef _matmul(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b, uint64_t[:, :, ::1] out,
-             bint portable):
+             int kernel):
     cdef:
         Py_ssize_t m = a.shape[0], K = a.shape[1], n = b.shape[1]
         const uint64_t* pa = data3(a)
@@ -348,28 +381,48 @@ cdef _matmul(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b, uint64_t[
     if m == 0 or n == 0:
         return
     po = &out[0, 0, 0]
+    if kernel == KERNEL_AUTO:
+        kernel = KERNEL_IFMA if _ifma else KERNEL_SCALAR
     with nogil:
-        status = matmul_rows(pa, pb, po, m, K, n, portable)
+        if kernel == KERNEL_IFMA:
+            status = ifma_matmul(pa, pb, po, m, K, n)
+        else:
+            status = matmul_rows(pa, pb, po, m, K, n, kernel == KERNEL_PORTABLE)
     if status:
-        raise MemoryError(f"matmul: no memory for a transposed tile of b ({K} x {n})")
+        raise MemoryError(f"matmul: no memory for a packed or transposed copy of b ({K} x {n})")
 
 
 def matmul_tn(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b, uint64_t[:, :, ::1] out):
     """out (m, n) = a.T @ b for a (K, m), b (K, n), without transposing a whole.
 
-    Streams the rows of a and b once, in blocks; keeps m*n three-word
-    accumulators (24 bytes each)."""
-    _matmul_tn(a, b, out, False)
+    Streams the rows of a and b once (per 128 columns of b with IFMA), in
+    blocks; keeps an accumulator per output (24 bytes, or 56 with IFMA)."""
+    _matmul_tn(a, b, out, KERNEL_AUTO)
+
+
+def matmul_tn_scalar(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b,
+                     uint64_t[:, :, ::1] out):
+    """matmul_tn with the scalar dot product (the assembly where ASM_KERNELS), never IFMA."""
+    _matmul_tn(a, b, out, KERNEL_SCALAR)
 
 
 def matmul_tn_portable(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b,
                        uint64_t[:, :, ::1] out):
     """matmul_tn with the portable Cython dot product, whatever the build (for tests)."""
-    _matmul_tn(a, b, out, True)
+    _matmul_tn(a, b, out, KERNEL_PORTABLE)
+
+
+def matmul_tn_ifma(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b,
+                   uint64_t[:, :, ::1] out):
+    """matmul_tn with the AVX-512 IFMA kernel; RuntimeError unless IFMA_KERNELS (for tests)."""
+    if not _ifma:
+        raise RuntimeError("matmul_tn_ifma: no AVX-512 IFMA kernels in this build or on this CPU "
+                           "(IFMA_KERNELS is False)")
+    _matmul_tn(a, b, out, KERNEL_IFMA)
 
 
 cdef _matmul_tn(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b, uint64_t[:, :, ::1] out,
-                bint portable):
+                int kernel):
     cdef:
         Py_ssize_t K = a.shape[0], m = a.shape[1], n = b.shape[1]
         const uint64_t* pa = data3(a)
@@ -379,8 +432,13 @@ cdef _matmul_tn(const uint64_t[:, :, ::1] a, const uint64_t[:, :, ::1] b, uint64
     if m == 0 or n == 0:
         return
     po = &out[0, 0, 0]
+    if kernel == KERNEL_AUTO:
+        kernel = KERNEL_IFMA if _ifma else KERNEL_SCALAR
     with nogil:
-        status = matmul_tn_blocks(pa, pb, po, K, m, n, portable)
+        if kernel == KERNEL_IFMA:
+            status = ifma_matmul_tn(pa, pb, po, K, m, n)
+        else:
+            status = matmul_tn_blocks(pa, pb, po, K, m, n, kernel == KERNEL_PORTABLE)
     if status:
         raise MemoryError(f"matmul_tn: no memory for {m} x {n} accumulators")
 
