@@ -867,7 +867,7 @@ def sigmoid(x: SharedArray) -> SharedArray:
     e = _trunc(ctx, [(e, n_max, F + n_max + 2)])[0]                  # e^-|x| at F bits
     s2 = _sa(ctx, _lin(ctx, [(2, e.share)], -(1 << F), n), F)        # 2e - 1 in [-1, 1]
     R = _poly(ctx, s2, [_RECIPROCAL], fo - 1, 2.0 + 2.0 ** -20)[0]   # 2/(1+e) at fo - 1 bits  # 6
-    r = _sa(ctx, R.share, fo)                                         # = 1/(1+e) at fo bits
+    r = SharedArray(ctx, R.share, fo, R.mask)                         # = 1/(1+e) at fo bits (same encoding)
     signed = _products(ctx, [("mul", 1 - 2 * neg, r)])[0]                                        # 7
     y = field.add(signed.share, field.mul_pow2(neg.share, fo))
     return _sa(ctx, y.reshape(x.shape + (field.LIMBS,)), fo)
