@@ -653,6 +653,16 @@ def log(x: SharedArray) -> SharedArray:
 
 # ------------------------------------------------------------ exp and sigmoid
 
+def _exp_input(x: SharedArray) -> SharedArray:
+    """x with at most EXP_MAX_FRAC fractional bits (one truncation round if it
+    has more): the split below keeps M = frac + 16 bits of W and needs
+    M + 35 <= the masking budget for a 32-bit correction factor."""
+    limit = _max_bits(x.ctx.params) - 35 - 16
+    if x.frac <= limit:
+        return x
+    return _trunc(x.ctx, [(x, x.frac - limit, x.ctx.params.k + 1)])[0]
+
+
 class _ExpPlan:
     """Constants of the exact split x log2(e) = n + t (see exp)."""
 
@@ -759,6 +769,8 @@ def exp(x: SharedArray) -> SharedArray:
     for x < -f ln 2 + 2^-10 it is 0 (the true value is at most one unit).
 
     Accuracy: relative error <= 2^-27 plus one unit in the last place.
+    Inputs with more than 34 fractional bits are first rounded to 34 (one
+    more round).
 
     Protocol (17 rounds):
 
@@ -785,6 +797,7 @@ def exp(x: SharedArray) -> SharedArray:
     products, 7 truncation pairs."""
     if _check_input(x, "exp"):
         return _empty(x)
+    x = _exp_input(x)
     ctx = x.ctx
     params = ctx.params
     k, fo = params.k, params.f
@@ -838,6 +851,7 @@ def sigmoid(x: SharedArray) -> SharedArray:
     products, 16 truncation pairs."""
     if _check_input(x, "sigmoid"):
         return _empty(x)
+    x = _exp_input(x)
     ctx = x.ctx
     params = ctx.params
     fo = params.f

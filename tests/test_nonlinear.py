@@ -250,6 +250,14 @@ def test_scalars_and_empty_arrays():
     assert r.shape == () and abs(r - 0.4) <= 4 * ULP and abs(ex - math.exp(2.5)) <= 1e-6 * math.exp(2.5)
 
 
+def test_exp_and_sigmoid_of_wide_fractions():
+    """Inputs with more fractional bits than the split allows are rounded first."""
+    for frac in (40, 55):
+        xe = encoded(np.linspace(-1.4, 0.5, 60), frac)
+        assert_accurate("exp", xe, apply("exp", xe, frac=frac), what=f" frac {frac}")
+        assert_accurate("sigmoid", xe, apply("sigmoid", xe, frac=frac), what=f" frac {frac}")
+
+
 def test_shapes_are_kept():
     x = np.abs(np.random.default_rng(2).uniform(0.1, 10, (4, 5)))
     y = apply("sqrt", x)
