@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc import field
+from mpc.params import P
 from mpc.triples import MaskSpec
 
 
@@ -135,6 +136,21 @@ class SharedArray:
     def _like(self, share, frac=None) -> "SharedArray":
         return SharedArray(self.ctx, share, self.frac if frac is None else frac)
 
+    def _affine(self, share, scale: int = 1, offset=None, frac=None) -> "SharedArray":
+        """A result share of scale * x (+ public offset), keeping x's mask: the new
+        value is masked by scale * a with public part scale * d (+ offset)."""
+        mask = None
+        if self.mask is not None and share.shape == self.mask.d.shape:
+            d = self.mask.d if scale == 1 else field.mul_scalar(self.mask.d, scale)
+            if offset is not None:
+                d = field.add(d, offset)
+            mask = Mask(self.mask.spec.scaled(scale), d)
+        return SharedArray(self.ctx, share, self.frac if frac is None else frac, mask)
+
+    def with_frac(self, frac: int) -> "SharedArray":
+        """The same encoding read with `frac` fractional bits (value times 2^(self.frac - frac))."""
+        return SharedArray(self.ctx, self._share, frac, self.mask)
+
     def reshape(self, *shape) -> "SharedArray":
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return self._like(self.share.reshape(tuple(shape) + (field.LIMBS,)))
@@ -195,17 +211,20 @@ class SharedArray:
         if isinstance(other, SharedArray):
             a, b, frac = self._align(other)
             return self._like(field.add(a, b), frac)
+        enc = self._public_encoding(other)
+        if enc.shape[:-1] != self.shape:
+            enc = np.ascontiguousarray(np.broadcast_to(enc, np.broadcast_shapes(self.shape, enc.shape[:-1])
+                                                       + (field.LIMBS,)))
         if not self.ctx.leads:
-            enc_shape = np.broadcast_shapes(self.shape, np.shape(other))
-            share = self.share if enc_shape == self.shape else \
-                np.ascontiguousarray(np.broadcast_to(self.share, enc_shape + (field.LIMBS,)))
-            return self._like(share)
-        return self._like(field.add(self.share, self._public_encoding(other)))
+            share = self.share if enc.shape == self.share.shape else \
+                np.ascontiguousarray(np.broadcast_to(self.share, enc.shape))
+            return self._affine(share, offset=enc)
+        return self._affine(field.add(self.share, enc), offset=enc)
 
     __radd__ = __add__
 
     def __neg__(self):
-        return self._like(field.neg(self.share))
+        return self._affine(field.neg(self.share), P - 1)
 
     def __sub__(self, other):
         if isinstance(other, SharedArray):
@@ -226,7 +245,7 @@ class SharedArray:
         value = np.asarray(other)
         if value.dtype.kind in "iub":
             if value.ndim == 0:
-                return self._like(field.mul_scalar(self.share, int(value)))
+                return self._affine(field.mul_scalar(self.share, int(value)), int(value) % P)
             return self._like(field.mul(self.share, field.from_int(value)))
         if value.dtype.kind != "f":
             raise TypeError(f"cannot multiply a SharedArray by {value.dtype}")
@@ -242,14 +261,14 @@ class SharedArray:
             raise ValueError(f"mul_public: a factor is too large for {frac} fractional bits")
         enc = field.from_int(scaled.astype(np.int64))
         if value.ndim == 0:
-            return self._like(field.mul_scalar(self.share, int(scaled)), self.frac + frac)
+            return self._affine(field.mul_scalar(self.share, int(scaled)), int(scaled) % P, frac=self.frac + frac)
         return self._like(field.mul(self.share, enc), self.frac + frac)
 
     __rmul__ = __mul__
 
     def mul_pow2(self, k: int) -> "SharedArray":
         """Exact multiplication by 2^k (k may be negative: the inverse of 2^|k|)."""
-        return self._like(field.mul_pow2(self.share, k))
+        return self._affine(field.mul_pow2(self.share, k), pow(2, int(k), P))
 
     def rescale_exact(self, frac: int) -> "SharedArray":
         """The same value with `frac` fractional bits, without rounding.
@@ -258,7 +277,7 @@ class SharedArray:
         field inverse of 2^(self.frac - frac), which is exact only when the
         encoding is a multiple of it (the caller's guarantee, e.g. a count known
         to be an integer) — otherwise the result is garbage, not a rounding."""
-        return SharedArray(self.ctx, field.mul_pow2(self.share, frac - self.frac), frac)
+        return self._affine(field.mul_pow2(self.share, frac - self.frac), pow(2, frac - self.frac, P), frac=frac)
 
     def sum(self, axis=None) -> "SharedArray":
         return self._like(field.sum(self.share, axis))

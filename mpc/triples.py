@@ -22,13 +22,14 @@ and how the dealer computes them from the request.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 import numpy as np
 
 from mpc import field
 from mpc.errors import ProtocolError
+from mpc.params import P
 from mpc.prg import Prg
 
 DEALER = "dealer"
@@ -58,6 +59,15 @@ class MaskSpec:
         its PRG's words, the mask is their XOR) instead of additively shared
         field elements.  No selection or transposition (mpc.compare uses
         these for AND triples and random bits).
+    coef : int
+        The operand is coef times the mask (mod p): masks follow negation and
+        multiplication by public integers of the value they mask.
+    trunc : tuple (rbits, m) or None
+        Not a seed mask but the high part r >> m of the dealer's truncation
+        pair under `label` (r uniform in [0, 2^rbits)): the output of a
+        truncation is ``(c >> m) - 2^(bits-1-m) - (r >> m)`` with c already
+        opened, so it comes masked (mpc.truncate) and its next product needs
+        no opening.  Nodes hold their shares of it; only the dealer rebuilds it.
     """
 
     owner: str
@@ -67,6 +77,12 @@ class MaskSpec:
     rows: bytes | None = None
     cols: bytes | None = None
     bits: bool = False
+    coef: int = 1
+    trunc: tuple | None = None
+
+    def scaled(self, k: int) -> "MaskSpec":
+        """The spec of k times this operand (k a public integer)."""
+        return replace(self, coef=(self.coef * int(k)) % P)
 
     def _index(self, axis: int):
         packed = self.rows if axis == 0 else self.cols
@@ -92,7 +108,7 @@ class MaskSpec:
     def T(self) -> "MaskSpec":
         if len(self.shape) != 2:
             raise ValueError(f"transpose of a {len(self.shape)}-D mask")
-        return MaskSpec(self.owner, self.label, self.shape, not self.transposed, self.rows, self.cols)
+        return replace(self, transposed=not self.transposed)
 
     def select(self, rows=None, cols=None) -> "MaskSpec":
         """The spec of operand[rows][:, cols] for boolean masks over the operand's axes."""
@@ -114,7 +130,7 @@ class MaskSpec:
                 bits = np.zeros(self.shape[axis], dtype=np.uint8)
                 bits[current] = 1
                 packed.append(np.packbits(bits).tobytes())
-        return MaskSpec(self.owner, self.label, self.shape, self.transposed, packed[0], packed[1])
+        return replace(self, rows=packed[0], cols=packed[1])
 
     def apply(self, a: np.ndarray) -> np.ndarray:
         """The operand from the generated mask (or share) a."""
@@ -130,17 +146,26 @@ class MaskSpec:
 
     def to_wire(self) -> list:
         wire = [self.owner, self.label, list(self.shape), self.transposed, self.rows, self.cols]
+        if self.coef != 1 or self.trunc is not None:
+            return wire + [self.bits, str(self.coef), None if self.trunc is None else list(self.trunc)]
         return (wire + [True]) if self.bits else wire
 
     @staticmethod
     def from_wire(obj) -> "MaskSpec":
         try:
             owner, label, shape, transposed = obj[:4]
-            rows, cols = (obj[4], obj[5]) if len(obj) in (6, 7) else (None, None)
-            bits = bool(obj[6]) if len(obj) == 7 else False
+            rows, cols = (obj[4], obj[5]) if len(obj) in (6, 7, 9) else (None, None)
+            bits = bool(obj[6]) if len(obj) in (7, 9) else False
+            coef = int(obj[7]) % P if len(obj) == 9 else 1
+            trunc = None
+            if len(obj) == 9 and obj[8] is not None:
+                rbits, m = (int(v) for v in obj[8])
+                if not (0 < m < rbits <= 126):
+                    raise ValueError(f"truncation mask ({rbits}, {m}) out of range")
+                trunc = (rbits, m)
             spec = MaskSpec(str(owner), str(label), tuple(int(s) for s in shape), bool(transposed),
                             None if rows is None else bytes(rows), None if cols is None else bytes(cols),
-                            bits)
+                            bits, coef, trunc)
         except (TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed mask spec {obj!r}: {exc}") from None
         for axis, packed in ((0, spec.rows), (1, spec.cols)):
@@ -154,10 +179,13 @@ class MaskSpec:
 
 
 def mask_share(seed: bytes, spec: MaskSpec) -> np.ndarray:
-    """A node's share of a mask, as the operand (selected and transposed as the spec says)."""
+    """A node's share of a mask, as the operand (selected, transposed and scaled as the spec says)."""
     if spec.bits:
         return Prg(seed, spec.label).words(_n_elements(spec.shape)).reshape(spec.shape)
-    return spec.apply(Prg(seed, spec.label).field(spec.shape))
+    if spec.trunc is not None:
+        raise ProtocolError(f"mask {spec.label} is a truncation mask: nodes hold their shares of it")
+    a = spec.apply(Prg(seed, spec.label).field(spec.shape))
+    return a if spec.coef == 1 else field.mul_scalar(a, spec.coef)
 
 
 # ------------------------------------------------------------ tuple kinds
@@ -238,10 +266,17 @@ def _trunc_components(req):
     return [("r", "field", shape), ("r_hi", "field", shape)]
 
 
-def _trunc_make(req, rebuild, prg: Prg):
-    shape = tuple(req["shape"])
-    r = _uint_field(prg, shape, req["bits"] + req["sigma"])
-    return {"r": r, "r_hi": shift_right(r, req["m"])}
+def trunc_pair(private_seed: bytes, label: str, shape, rbits: int, m: int):
+    """The dealer's truncation pair (r, r >> m) for `label`: r uniform in [0, 2^rbits),
+    drawn from the dealer's private seed under the label, so the dealer can rebuild
+    r >> m later when a product uses the truncated value (MaskSpec.trunc)."""
+    r = _uint_field(Prg(private_seed, f"dealer-trunc:{label}"), shape, rbits)
+    return r, shift_right(r, m)
+
+
+def _trunc_make(req, rebuild, prg):
+    r, r_hi = trunc_pair(prg.seed, req["label"], tuple(req["shape"]), req["bits"] + req["sigma"], req["m"])
+    return {"r": r, "r_hi": r_hi}
 
 
 def _check_trunc(req):
@@ -290,6 +325,10 @@ class Pending:
         self._label = label
         self._components = components
         self._values = None
+
+    @property
+    def label(self) -> str:
+        return self._label
 
     def __getitem__(self, comp: str) -> np.ndarray:
         if self._values is None:
@@ -364,6 +403,15 @@ class NodeTuples:
 
 # ------------------------------------------------------------ dealer side
 
+class _PrivateRandom(Prg):
+    """The dealer's private stream (sequential draws), which also knows its seed
+    for label-derived private values (truncation pairs)."""
+
+    def __init__(self, seed: bytes):
+        super().__init__(seed, "dealer-private")
+        self.seed = seed
+
+
 class DealerEngine:
     """Computes corrections for node n-1 from every node's seeds.
 
@@ -382,6 +430,7 @@ class DealerEngine:
                 raise ValueError(f"dealer: owner {owner!r} has {len(s)} seeds for {n} nodes")
         self.tuples_served = 0
         self.elements_sent = 0
+        self.private_seed = None
 
     def rebuild(self, spec: MaskSpec) -> np.ndarray:
         """The full mask (sum of every node's share)."""
@@ -390,6 +439,12 @@ class DealerEngine:
         if _n_elements(spec.shape) > MAX_REQUEST_ELEMENTS:
             raise ProtocolError(f"mask {spec.label} of shape {spec.shape} is over the size limit")
         total = None
+        if spec.trunc is not None:
+            if self.private_seed is None:
+                raise ProtocolError(f"dealer: truncation mask {spec.label} outside a job")
+            _, r_hi = trunc_pair(self.private_seed, spec.label, spec.shape, *spec.trunc)
+            a = spec.apply(r_hi)
+            return a if spec.coef == 1 else field.mul_scalar(a, spec.coef)
         if spec.bits:  # XOR-shared words
             for seed in self.seeds[spec.owner]:
                 a = mask_share(seed, spec)
@@ -398,7 +453,8 @@ class DealerEngine:
         for seed in self.seeds[spec.owner]:
             a = Prg(seed, spec.label).field(spec.shape)
             total = a if total is None else field.add(total, a, out=total)
-        return spec.apply(total)
+        total = spec.apply(total)
+        return total if spec.coef == 1 else field.mul_scalar(total, spec.coef)
 
     def corrections(self, req: dict, private_prg: Prg):
         """(tag, array, is_field) triples to send node n-1 for one request."""
@@ -428,7 +484,8 @@ class DealerEngine:
 
     def serve(self, channel, last_node: str, private_seed: bytes) -> None:
         """Answer node n-1's requests until it says the job is done."""
-        prg = Prg(private_seed, "dealer-private")
+        self.private_seed = private_seed
+        prg = _PrivateRandom(private_seed)
         while True:
             raw = channel.recv(last_node, "req", dtype="u8", count_round=False)
             try:

@@ -9,15 +9,19 @@ For [x] with |x| < 2^(bits-1) (x read as a signed integer) and a dealer pair
 3. [y] = (c >> m) - 2^(bits-1-m) - [r >> m]  (public terms on the leading node).
 
 Then y = floor(x / 2^m) or floor(x / 2^m) + 1: the error is at most one unit
-in the last place.  Requires bits + sigma + 1 <= 126 (checked by the dealer
+in the last place.  The public part of step 3, d = (c >> m) - 2^(bits-1-m),
+equals y + (r >> m): y is born masked by the dealer's r >> m (statistically,
+like c), so a later Beaver product with y reuses d and opens nothing for it
+(MaskSpec.trunc; the dealer rebuilds r >> m from its private seed).  Requires bits + sigma + 1 <= 126 (checked by the dealer
 request); the default bits = k + m covers the product of two k-bit values whose
 result fits in k bits.
 """
 from __future__ import annotations
 
 from mpc import field
-from mpc.shared import SharedArray
-from mpc.triples import shift_right
+from mpc.shared import Mask, SharedArray
+from mpc.params import P
+from mpc.triples import DEALER, MaskSpec, shift_right
 
 
 def truncate_many(ctx, xs, shifts, bits=None) -> list:
@@ -49,18 +53,20 @@ def truncate_many(ctx, xs, shifts, bits=None) -> list:
     if not work:
         return out
     c_shares = []
+    labels = []
     for _, x, m, b, tup in work:
+        labels.append(tup.label)
         c = field.add(x.share, tup["r"])
         if ctx.leads:
             c = field.add_scalar(c, 1 << (b - 1))
         c_shares.append(c)
     opened = ctx.open_many(c_shares, tag="trunc")
-    for (i, x, m, b, tup), c in zip(work, opened):
-        if ctx.leads:
-            y = field.sub(field.add_scalar(shift_right(c, m), -(1 << (b - 1 - m))), tup["r_hi"])
-        else:
-            y = field.neg(tup["r_hi"])
-        out[i] = SharedArray(ctx, y, x.frac - m)
+    for (i, x, m, b, tup), c, label in zip(work, opened, labels):
+        d = field.add_scalar(shift_right(c, m), -(1 << (b - 1 - m)))     # public: y + (r >> m)
+        y = field.sub(d, tup["r_hi"]) if ctx.leads else field.neg(tup["r_hi"])
+        # y comes masked: y = d - (r >> m), so a product with it opens nothing new.
+        spec = MaskSpec(DEALER, label, x.shape, trunc=(b + params.sigma, m), coef=P - 1)
+        out[i] = SharedArray(ctx, y, x.frac - m, Mask(spec, d))
     return out
 
 
