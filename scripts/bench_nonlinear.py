@@ -16,7 +16,9 @@ sharing.  Results are revealed to the nodes only for the comparison below.
    slowest node's wall time from a barrier; after a warm-up call on a tenth
    of the inputs, the median of --repeat calls), rounds per call (from the
    channels' traffic counters), bytes sent per element per node, and dealer
-   bytes per element (to node n-1).
+   bytes per element (to node n-1); and the CPU seconds of the nodes (all
+   their threads, summed over nodes), which unlike wall time does not
+   depend on what else the machine runs.
 3. Comparisons: [x < 0], [x < y] and [x == 0] on --cmp-size elements (goal:
    >= 10^6 per second on 10^6-element vectors).
 
@@ -146,16 +148,17 @@ def node_job(ctx, tasks, repeat):
         with ctx.phase(f"warmup:{phase}"):
             _call(ctx, name, warm)
             ctx.tuples.flush()
-        times, y = [], None
+        times, cpu, y = [], [], None
         for r in range(repeat):
             _barrier(ctx)
             with ctx.phase(phase if r == 0 else f"{phase}#{r}"):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 y = _call(ctx, name, xs)
                 ctx.tuples.flush()
                 times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - cpu_start)     # all threads of this node
         values = reveal(ctx, [y], "bench")[0] if want else None
-        out[phase] = {"seconds": times, "values": values if ctx.index == 0 else None,
+        out[phase] = {"seconds": times, "cpu": cpu, "values": values if ctx.index == 0 else None,
                       "dealer_bytes": dealer.get(phase, 0)}
     return out
 
@@ -172,8 +175,9 @@ def run(tasks, nodes: int, params: Params, repeat: int):
         n = inputs[0].size
         # the slowest node's time per repetition; the median repetition
         seconds = float(np.median(np.max([p[phase]["seconds"] for p in per_node], axis=0)))
+        node_cpu = float(np.median(np.sum([p[phase]["cpu"] for p in per_node], axis=0)))
         summary[phase] = {
-            "name": name, "n": n, "seconds": seconds, "per_second": n / seconds,
+            "name": name, "n": n, "seconds": seconds, "per_second": n / seconds, "node_cpu": node_cpu,
             "rounds": max(t.get(phase, {}).get("rounds", 0) for t in traffic),
             "bytes_per_element": max(t.get(phase, {}).get("bytes_sent", 0) for t in traffic) / n,
             "dealer_bytes_per_element": per_node[nodes - 1][phase]["dealer_bytes"] / n,
@@ -277,23 +281,23 @@ def main(argv=None):
               f"{_fmt(st['median_ulp_small'], '.2f')} | {_fmt(st['max_rel_large'], '.2e')} | "
               f"{_fmt(st['median_rel_large'], '.2e')} | {st['worst_ratio']:.3f} | {st['failures']} |")
     print()
-    print("| function | elements | seconds | elements/s | rounds | bytes sent/element/node "
+    print("| function | elements | seconds | elements/s | node CPU s (sum) | rounds | bytes sent/element/node "
           "| dealer bytes/element |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in FUNCTIONS:
         key = f"speed:{name}" if f"speed:{name}" in summary else f"acc:{name}"
         if key not in summary:
             continue
         s = summary[key]
         report["throughput"][name] = {k: v for k, v in s.items() if k != "values"}
-        print(f"| {name} | {s['n']} | {s['seconds']:.3f} | {s['per_second']:,.0f} | {s['rounds']} | "
-              f"{s['bytes_per_element']:.0f} | {s['dealer_bytes_per_element']:.0f} |")
+        print(f"| {name} | {s['n']} | {s['seconds']:.3f} | {s['per_second']:,.0f} | {s['node_cpu']:.2f} | "
+              f"{s['rounds']} | {s['bytes_per_element']:.0f} | {s['dealer_bytes_per_element']:.0f} |")
     cmp_rows = [nm for nm in COMPARISONS if f"cmp:{nm}" in summary]
     if cmp_rows:
         print()
-        print("| comparison | elements | seconds | elements/s | rounds | bytes sent/element/node "
-              "| dealer bytes/element | exact |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| comparison | elements | seconds | elements/s | node CPU s (sum) | rounds "
+              "| bytes sent/element/node | dealer bytes/element | exact |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name in cmp_rows:
             s = summary[f"cmp:{name}"]
             ins = inputs_of[f"cmp:{name}"]
@@ -301,8 +305,8 @@ def main(argv=None):
                       "less_than": lambda: ins[0] < ins[1]}[name]()
             exact = bool(np.array_equal(s["values"], expect.astype(np.int64)))
             report["comparisons"][name] = {**{k: v for k, v in s.items() if k != "values"}, "exact": exact}
-            print(f"| {name} | {s['n']} | {s['seconds']:.3f} | {s['per_second']:,.0f} | {s['rounds']} | "
-                  f"{s['bytes_per_element']:.0f} | {s['dealer_bytes_per_element']:.0f} | {exact} |")
+            print(f"| {name} | {s['n']} | {s['seconds']:.3f} | {s['per_second']:,.0f} | {s['node_cpu']:.2f} | "
+                  f"{s['rounds']} | {s['bytes_per_element']:.0f} | {s['dealer_bytes_per_element']:.0f} | {exact} |")
     print(f"\n# total wall time {wall:.1f} s")
     if args.json:
         with open(args.json, "w") as fh:
