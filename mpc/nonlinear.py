@@ -30,6 +30,18 @@ product with the upper half, each followed by a truncation).
 Division by zero and out-of-domain inputs have defined results, documented
 per function; intermediate values stay bounded for every input, so nothing
 ever exceeds a truncation's masking bound (which would leak).
+
+    function        domain (k=56, f=28)        outside it            rounds  accuracy
+    reciprocal(x)   |x| > 2^-27                x = 0 -> 0            27      2^-27 rel + 1 ulp
+    divide(a, b)    |a/b| < 2^27               b = 0 -> 0, saturates 30      2^-26 rel + 1 ulp
+    sqrt(x)         x >= 0                     x < 0 -> 0            27      2^-26 rel + 1 ulp
+    inv_sqrt(x)     x > 0                      x <= 0 -> 0           27      2^-26 rel + 1 ulp
+    log(x)          x > 0                      x <= 0 -> -f ln 2     25      2^-30 abs + 1 ulp
+    exp(x)          x < 18.71                  saturates; 0 below   17      2^-27 rel + 1 ulp
+    sigmoid(x)      all x                      -                     27      2 ulp abs
+
+(Rounds are upper bounds: the core may let products reuse operands that come
+out of a truncation already masked.)
 """
 from __future__ import annotations
 
