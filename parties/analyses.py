@@ -262,3 +262,8 @@ def default_policy() -> dict:
         for name, to in a.policy.items():
             out[name] = sorted(set(out.get(name, ())) | set(to))
     return out
+
+
+from parties import analysis_logistic  # noqa: E402  (it needs the names above)
+
+ANALYSES.update(analysis_logistic.ANALYSES)
