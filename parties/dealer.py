@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 
 from mpc.errors import MpcError, ProtocolError
-from mpc.net.zmq_channel import ZmqChannel, make_server
+from mpc.net.zmq_channel import ZmqChannel
 from parties.jobs import dealer_job
-from parties.service import ServiceServer, daemon_context, unpack
+from parties.service import ServiceServer, daemon_context, peer_server, unpack
 from parties.storage import SeedStore
 from parties.study import DEALER
 
@@ -27,7 +28,7 @@ class DealerDaemon:
         self.log = logging.getLogger("mpcgwas.dealer")
         self.seeds = SeedStore(data_dir)
         self.context, self.keys, self.ring, self.auth = daemon_context(study, DEALER, self.log, key_file)
-        self.peer_router = make_server(self.context, study.dealer.peer_listen, self.keys)
+        self.peer_router = peer_server(self.context, study.dealer.peer_listen, self.keys)
         self.service = ServiceServer(self.context, study.dealer.service_listen, self.keys, self.ring, self.log)
         self.job = None
         self.stop = threading.Event()
@@ -48,6 +49,11 @@ class DealerDaemon:
                 except (MpcError, ValueError, KeyError, TypeError) as exc:
                     self.log.warning("request from %s refused: %s", name, exc)
                     reply = {"ok": False, "error": str(exc)}
+                except Exception as exc:  # noqa: BLE001 - a bad request never stops the daemon
+                    self.log.error("request from %s failed: %s: %s\n%s", name, type(exc).__name__, exc,
+                                   traceback.format_exc())
+                    reply = {"ok": False, "error": f"the dealer could not handle the request: "
+                                                   f"{type(exc).__name__}: {exc}"}
                 self.service.reply(ident, reply)
         finally:
             self.shutdown()

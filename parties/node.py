@@ -28,14 +28,17 @@ import traceback
 import numpy as np
 
 from mpc.errors import MpcError, ProtocolError, StorageError
-from mpc.net.zmq_channel import ZmqChannel, make_server
+from mpc.net.zmq_channel import ZmqChannel
 from parties.analyses import ANALYSES
 from parties.checkpoint import Checkpoints, job_key
 from parties.cohort import SnpInfo, StoredCohort
 from parties.jobs import node_context
-from parties.service import ServiceServer, daemon_context, unpack
+from parties.service import ServiceServer, daemon_context, peer_server, unpack
 from parties.storage import NodeStore
 from parties.study import DEALER
+
+
+ALIVE_INTERVAL = 1.0     # seconds between "alive" events to the analyst while a job runs
 
 
 class NodeDaemon:
@@ -57,7 +60,7 @@ class NodeDaemon:
         self.store = NodeStore(data_dir)
         self.context, self.keys, self.ring, self.auth = daemon_context(study, self.me, self.log, key_file)
         ep = study.node(index)
-        self.peer_router = make_server(self.context, ep.peer_listen, self.keys)
+        self.peer_router = peer_server(self.context, ep.peer_listen, self.keys)
         self.service = ServiceServer(self.context, ep.service_listen, self.keys, self.ring, self.log)
         self.uploads = {}          # provider -> Staging
         self.job = None            # (job id, analyst ident, thread)
@@ -80,6 +83,11 @@ class NodeDaemon:
                 except (MpcError, ValueError, KeyError, TypeError) as exc:
                     self.log.warning("request from %s refused: %s", name, exc)
                     reply = {"ok": False, "error": str(exc)}
+                except Exception as exc:  # noqa: BLE001 - a bad request never stops the daemon
+                    self.log.error("request from %s failed: %s: %s\n%s", name, type(exc).__name__, exc,
+                                   traceback.format_exc())
+                    reply = {"ok": False, "error": f"{self.me} could not handle the request: "
+                                                   f"{type(exc).__name__}: {exc}"}
                 if reply is not None:
                     self.service.reply(ident, reply)
         finally:
@@ -127,9 +135,7 @@ class NodeDaemon:
     def _submit_begin(self, provider, cmd, array):
         if self.job is not None:
             raise StorageError(f"{self.me} is running a job; submit when it has finished")
-        meta = dict(cmd["meta"])
-        if meta.get("provider") != provider:
-            raise ProtocolError(f"{provider} may only submit its own data")
+        meta = _checked_meta(provider, cmd.get("meta"))
         stored = self.store.list()
         if provider in stored and not cmd.get("replace"):
             raise StorageError(f"provider {provider} has already submitted "
@@ -172,7 +178,11 @@ class NodeDaemon:
         staging = self.uploads.pop(provider, None)
         if staging is None:
             raise ProtocolError(f"{provider}: submit_commit without submit_begin")
-        target = staging.commit(replace=staging.replace)
+        try:
+            target = staging.commit(replace=staging.replace)
+        except BaseException:
+            staging.abort()
+            raise
         self.log.info("stored submission %s of %s at %s", staging.meta["submission"], provider, target)
         return {"ok": True}
 
@@ -250,6 +260,10 @@ class NodeDaemon:
             self.events.put((None, None))  # job over
 
     def _forward_events(self) -> None:
+        if self.job is not None and time.monotonic() - self.job.get("told", 0.0) > ALIVE_INTERVAL:
+            # The analyst reads silence as a dead node (parties.reader).
+            self.job["told"] = time.monotonic()
+            self.service.reply(self.job["analyst"], {"ok": True, "event": "alive"})
         while True:
             try:
                 event, array = self.events.get_nowait()
@@ -262,6 +276,43 @@ class NodeDaemon:
                 self.job = None
                 continue
             self.service.reply(self.job["analyst"], {"ok": True, **event}, array)
+
+
+def _checked_meta(provider: str, meta) -> dict:
+    """A submission's metadata from the network, checked before anything is staged.
+
+    The node writes its own ``arrays``, ``seed`` and ``snps_fingerprint``
+    entries: a provider cannot name the files of a manifest."""
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"{provider}: submit_begin without a metadata map")
+    meta = dict(meta)
+    if meta.get("provider") != provider:
+        raise ProtocolError(f"{provider} may only submit its own data")
+    sub = meta.get("submission")
+    token = sub[len(provider) + 1:] if isinstance(sub, str) and sub.startswith(provider + "-") else ""
+    if not (0 < len(token) <= 64 and token.isascii() and token.isalnum()):
+        raise ProtocolError(f"{provider}: bad submission id {sub!r}")
+
+    def count(key, default=None):
+        v = meta.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**40:
+            raise ProtocolError(f"{provider}: metadata {key!r} must be a non-negative integer, got {v!r}")
+        return v
+
+    count("n_samples")
+    m = count("n_snps", 0)
+    if m:
+        blocks = meta.get("blocks")
+        ok = isinstance(blocks, list) and blocks and all(
+            isinstance(b, list) and len(b) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in b)
+            for b in blocks)
+        if not ok or blocks[0][0] != 0 or blocks[-1][1] != m or any(
+                b[0] >= b[1] or (k and b[0] != blocks[k - 1][1]) for k, b in enumerate(blocks)):
+            raise ProtocolError(f"{provider}: metadata 'blocks' must split 0..{m} into consecutive SNP ranges")
+    if not isinstance(meta.get("tables", {}), dict):
+        raise ProtocolError(f"{provider}: metadata 'tables' must be a map")
+    meta["arrays"] = {}
+    return meta
 
 
 def _first_snp_mismatch(a, b, name_a, name_b):

@@ -4,6 +4,10 @@
 2. Announce the job to the dealer, then start it on every node.
 3. Follow progress (a bar per phase) until every node reports done or one
    reports an error (which names the failing party; the others stop too).
+   Nodes send an ``alive`` event every second while a job runs, so a node
+   that says nothing for ``timeout`` seconds is gone; once one node has
+   reported an error, the others get ``study.timeout`` more seconds to
+   report theirs (a dead node never will).
 4. Reconstruct each output by adding the nodes' shares — the only place the
    results exist in the clear — and let the analysis write its files and its
    entry in ``OUT/summary.json``.
@@ -106,7 +110,7 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
     spec = ANALYSES[analysis]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    silence = timeout or max(120.0, 10 * study.timeout)
+    silence = timeout or max(30.0, 3 * study.timeout)
     client = ClientContext(study, me, key_file)
     start = time.monotonic()
     bars = _Progress(progress)
@@ -124,11 +128,17 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
         pending = {c.peer: c for c in nodes}
         last = {c.peer: time.monotonic() for c in nodes}
         errors = []
+        failed_at = None        # when the first node reported an error
         while pending:
             for name, c in list(pending.items()):
                 if not c.sock.poll(50):
-                    if time.monotonic() - last[name] > silence:
+                    now = time.monotonic()
+                    if now - last[name] > silence:
                         errors.append(f"{name}: no news for {silence:g} s")
+                        del pending[name]
+                    elif failed_at is not None and now - max(last[name], failed_at) > study.timeout:
+                        errors.append(f"{name}: no word for {now - last[name]:.1f} s, and the job failed "
+                                      f"elsewhere (is {name} running?)")
                         del pending[name]
                     continue
                 event, array = c.recv()
@@ -149,6 +159,7 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
                     del pending[name]
                 elif kind == "error":
                     errors.append(event.get("message", f"{name}: unknown error"))
+                    failed_at = failed_at or time.monotonic()
                     del pending[name]
         bars.close()
         if errors:

@@ -9,10 +9,19 @@ malformed message gets an error reply and never crashes a daemon.
 ``ServiceClient`` is a DEALER socket to one daemon (CURVE client when the
 study uses CurveZMQ) with bounded waits: a daemon that does not answer within
 the timeout is reported by name ("is it running?").
+
+Routing ids: a client connects as ``<name>.<random hex>``, and the server
+admits a request only if ``<name>`` is the party its CurveZMQ key belongs to.
+The random part matters: ZeroMQ routes a reply to whichever connection holds
+the routing id *now*, and a ROUTER hands an id over to a newer connection, so
+with bare names any study key (a provider) could connect as ``analyst`` and
+take the analyst's result shares.  The random part travels inside the CURVE
+handshake (encrypted) and is known only to the client that drew it.
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 
 import msgpack
@@ -21,7 +30,7 @@ import zmq
 
 from mpc.errors import MpcError, ProtocolError
 from mpc.net import frames
-from mpc.net.zmq_channel import KeyRing, make_client, make_server, start_authenticator
+from mpc.net.zmq_channel import PEER_ZAP_DOMAIN, KeyRing, make_client, make_server, start_authenticator
 
 MAX_COMMAND_BYTES = 1 << 20
 
@@ -80,17 +89,19 @@ class ServiceServer:
             return None
         ident = bytes(msg[0])
         claimed = ident.decode("utf-8", "replace")
+        base = claimed.split(".", 1)[0]       # party names contain no "." (parties.study)
         if self.curve:
             try:
                 user = msg[1].get("User-Id")
             except zmq.ZMQError:
                 user = None
             name = self.ring.name_of(user) if user else None
-            if name is None or name != claimed:
-                self.log.warning("dropped a request whose routing id %r does not match its key", claimed)
+            if name is None or name != base:
+                self.log.warning("dropped a request whose routing id %r does not match its key (%s)",
+                                 claimed, name or "unknown")
                 return None
         else:
-            name = claimed
+            name = base
         return ident, name, msg[1:]
 
     def reply(self, ident: bytes, cmd: dict, array: np.ndarray | None = None, is_field: bool = True):
@@ -107,7 +118,9 @@ class ServiceClient:
                  timeout: float = 30.0):
         self.peer = peer
         self.timeout = timeout
-        self.sock = make_client(context, endpoint, me, keys, server_key, linger=2000)
+        # A routing id no other party can guess (see the module docstring).
+        self.routing_id = f"{me}.{secrets.token_hex(8)}"
+        self.sock = make_client(context, endpoint, self.routing_id, keys, server_key, linger=2000)
 
     def send(self, cmd: dict, array: np.ndarray | None = None, is_field: bool = True) -> None:
         self.sock.send_multipart(pack(cmd, array, is_field), copy=False)
@@ -160,14 +173,23 @@ class ClientContext:
 
 
 def daemon_context(study, me: str, log: logging.Logger, key_file=None):
-    """(zmq context, keys, key ring, authenticator) for a daemon of the study."""
+    """(zmq context, keys, key ring, authenticator) for a daemon of the study.
+
+    Its peer socket should be made with ``peer_server``: only the dealer and
+    the nodes may connect there."""
     context = zmq.Context()
     keys = study.load_keys(me, key_file)
     ring, auth = None, None
     if keys is not None:
         ring = KeyRing(study.public_keys())
-        auth = start_authenticator(context, ring, log)
+        # Peer sockets (made with PEER_ZAP_DOMAIN) admit only the dealer and the nodes.
+        auth = start_authenticator(context, ring, log, peers=[study.dealer.name] + [n.name for n in study.nodes])
     else:
         log.warning("PLAINTEXT MODE: CurveZMQ is off in %s; traffic is neither encrypted nor "
                     "authenticated. Use this only for benchmarks on loopback.", study.path)
     return context, keys, ring, auth
+
+
+def peer_server(context, endpoint: str, keys):
+    """A daemon's peer ROUTER: CurveZMQ admits only the dealer and the nodes."""
+    return make_server(context, endpoint, keys, zap_domain=PEER_ZAP_DOMAIN)

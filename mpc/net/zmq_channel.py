@@ -33,6 +33,7 @@ from mpc.net.channel import Channel
 HB_SUFFIX = "#hb"
 ZERO_COPY_BYTES = 64 << 10
 ZAP_DOMAIN = "mpcgwas"
+PEER_ZAP_DOMAIN = "mpcgwas-peer"      # peer sockets: computation nodes and the dealer only
 
 
 class KeyRing:
@@ -53,9 +54,11 @@ class KeyRing:
 
 
 class _KeyCallback:
-    def __init__(self, ring: KeyRing, log: logging.Logger):
+    def __init__(self, ring: KeyRing, log: logging.Logger, admit=None, what: str = "this"):
         self.ring = ring
         self.log = log
+        self.admit = None if admit is None else frozenset(admit)
+        self.what = what
 
     def callback(self, domain, key):
         name = self.ring.name_of(key)
@@ -63,19 +66,32 @@ class _KeyCallback:
             self.log.warning("refused a CurveZMQ connection from a key not in the study: %s",
                              key.decode() if isinstance(key, bytes) else key)
             return False
+        if self.admit is not None and name not in self.admit:
+            self.log.warning("refused a CurveZMQ connection from %s to the %s socket (only %s may connect)",
+                             name, self.what, ", ".join(sorted(self.admit)))
+            return False
         return True
 
 
-def start_authenticator(context: zmq.Context, ring: KeyRing, log: logging.Logger):
-    """Start ZAP for `context`: only keys of `ring` may connect to CURVE servers."""
+def start_authenticator(context: zmq.Context, ring: KeyRing, log: logging.Logger, peers=None):
+    """Start ZAP for `context`: only keys of `ring` may connect to CURVE servers.
+
+    With `peers` (names), sockets made with ``zap_domain=PEER_ZAP_DOMAIN``
+    admit only those parties (a daemon's peer socket: nodes and the dealer;
+    providers and analysts have no business there)."""
     auth = zmq.auth.thread.ThreadAuthenticator(context, log=logging.getLogger("mpcgwas.zap"))
     auth.start()
     auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=_KeyCallback(ring, log))
+    if peers is not None:
+        auth.configure_curve_callback(domain=PEER_ZAP_DOMAIN,
+                                      credentials_provider=_KeyCallback(ring, log, peers, "peer"))
     return auth
 
 
-def make_server(context, endpoint: str, keys, *, linger: int = 1000):
-    """A bound ROUTER (CURVE server when keys = (public, secret))."""
+def make_server(context, endpoint: str, keys, *, linger: int = 1000, zap_domain: str = ZAP_DOMAIN):
+    """A bound ROUTER (CURVE server when keys = (public, secret)).
+
+    `zap_domain` picks who may connect (see ``start_authenticator``)."""
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, linger)
     sock.setsockopt(zmq.RCVHWM, 0)
@@ -84,7 +100,7 @@ def make_server(context, endpoint: str, keys, *, linger: int = 1000):
     if keys is not None:
         sock.curve_server = True
         sock.curve_publickey, sock.curve_secretkey = keys
-        sock.zap_domain = ZAP_DOMAIN.encode()
+        sock.zap_domain = zap_domain.encode()
     sock.bind(endpoint)
     return sock
 
