@@ -150,9 +150,9 @@ def test_separable_features_stop_without_penalty_and_fit_with_one(breast_cancer)
     X, y, names = breast_cancer
     Xs = _standardised(X)
     with pytest.raises(Exception, match="separated"):
-        secure_fit(Xs, y, names)
+        secure_fit(Xs, y, names, iters=10)
     ref = R.logistic_fit(Xs, y, l2=1.0)
-    c, res, _ = secure_fit(Xs, y, names, l2=1.0)
+    c, res, _ = secure_fit(Xs, y, names, l2=1.0, iters=10)
     assert res.converged
     assert np.max(np.abs(c.beta - ref.beta)) < 1e-4
     assert np.max(np.abs(c.se / ref.se - 1)) < 1e-4
@@ -291,11 +291,11 @@ def test_every_truncation_input_is_within_its_bound(monkeypatch, breast_cancer):
 
     monkeypatch.setattr(lp, "truncate_many", recording)
     X, y, names = breast_cancer
-    cols = [j for j, n in enumerate(names) if n.startswith("mean ")]
-    secure_fit(X[:, cols], y, [names[j] for j in cols], l2=0.5)
-    G, P, C = _simulated_gwas(seed=5, sizes=(90, 80, 70), m=60)
+    cols = [j for j, n in enumerate(names) if n.startswith("mean ")][:6]
+    secure_fit(X[:, cols], y, [names[j] for j in cols], l2=0.5, iters=8)
+    G, P, C = _simulated_gwas(seed=5, sizes=(80, 70, 60), m=40)
     subs, seeds = make_submissions(G, 3, block_snps=32, phenotypes=P, covariates=C)
-    run_threads(3, _gwas_node, (subs, 8), extra_seeds=seeds, policy=POLICY, timeout=600)
+    run_threads(3, _gwas_node, (subs, 6), extra_seeds=seeds, policy=POLICY, timeout=600)
     worst, count = -np.inf, 0
     for k in range(len(seen[0])):
         for j, (share, bits) in enumerate(seen[0][k]):
@@ -344,7 +344,7 @@ def test_cli_logreg_end_to_end(tmp_path):
     from parties.local import LocalStudy
     from parties.simulate import simulate
 
-    simulate(out_dir=tmp_path / "sites", sites=3, samples=600, snps=100, seed=7)
+    simulate(out_dir=tmp_path / "sites", sites=3, samples=500, snps=40, seed=7, n_causal=1)
     sites = [tmp_path / "sites" / f"site{i}" for i in (1, 2, 3)]
     X, y, _, _, names = _site_tables(sites)
     complete = ~np.isnan(y) & ~np.isnan(X).any(axis=1)
@@ -378,7 +378,7 @@ def test_cli_gwas_logistic_matches_plink2(tmp_path):
     from parties.simulate import simulate
     from tests import plinkutil
 
-    simulate(out_dir=tmp_path / "sites", sites=3, samples=700, snps=300, seed=9, n_causal=3, missing_rate=0.0)
+    simulate(out_dir=tmp_path / "sites", sites=3, samples=500, snps=150, seed=9, n_causal=3, missing_rate=0.0)
     sites = [tmp_path / "sites" / f"site{i}" for i in (1, 2, 3)]
     _, _, cov, ids, _ = _site_tables(sites)
     study = LocalStudy(tmp_path / "study", timeout=30.0, policy={"qc.sample_keep": ["nodes", "analyst"]})
@@ -387,7 +387,7 @@ def test_cli_gwas_logistic_matches_plink2(tmp_path):
             study.submit(s, f"site{i + 1}")
         summary = _run_cli(study, tmp_path / "out", "gwas-logistic", "--pheno", "CASE",
                            "--covar-names", "AGE,SEX,BMI", "--pcs", "0", "--mind", "0.05", "--geno", "0.05",
-                           "--maf", "0.01", "--hwe", "none", "--top", "10")["gwas-logistic"]
+                           "--maf", "0.01", "--hwe", "none", "--top", "8")["gwas-logistic"]
     finally:
         study.close()
     out = tmp_path / "out"
@@ -395,7 +395,7 @@ def test_cli_gwas_logistic_matches_plink2(tmp_path):
     assert list(table) == ["CHROM", "POS", "ID", "REF", "ALT", "A1", "OBS_CT", "SCORE_CHISQ", "SCORE_P",
                            "BETA", "SE", "Z_STAT", "P"]
     fitted = table["BETA"] != "NA"
-    assert fitted.sum() == 10 == summary["wald_top_k"] and not summary["wald_failed"]
+    assert fitted.sum() == 8 == summary["wald_top_k"] and not summary["wald_failed"]
     keep = np.loadtxt(out / "qc_sample_keep.txt").astype(bool)
     kept = ids[keep]
     prefix = plinkutil.merge_sites(sites, tmp_path / "pooled")
