@@ -33,6 +33,7 @@ from mpc.params import P
 from mpc.prg import Prg
 
 DEALER = "dealer"
+BATCH_BYTES = 64 << 10     # corrections up to this size travel together in one message
 MAX_REQUEST_ELEMENTS = 1 << 28
 
 
@@ -499,10 +500,16 @@ class DealerEngine:
             reqs = msg.get("reqs")
             if not isinstance(reqs, list):
                 raise ProtocolError(f"dealer: malformed request from {last_node}")
+            batch = []
             for req in reqs:
                 if not isinstance(req, dict):
                     raise ProtocolError(f"dealer: malformed request from {last_node}")
-                for tag, value, is_field in self.corrections(req, prg):
+                batch += self.corrections(req, prg)
+            small = [item for item in batch if item[1].nbytes <= BATCH_BYTES]
+            if small:
+                channel.send_batch(last_node, small)     # one message for the small corrections
+            for tag, value, is_field in batch:
+                if value.nbytes > BATCH_BYTES:
                     channel.send(last_node, tag, value, is_field=is_field)
 
 

@@ -28,13 +28,14 @@ from mpc.errors import PeerAborted
 from mpc.net.channel import InProcessHub
 from mpc.params import Params
 from mpc.triples import DEALER
-from parties.jobs import dealer_job, node_context
+from parties.jobs import dealer_job, node_context, profiled
 
 
 class ChildError(RuntimeError):
     """A party raised; the message carries its name and traceback."""
 
 
+@profiled("node")
 def _run_node(channel, index, n, fn, args, params, policy, extra_seeds, job):
     outputs = []
     own = {owner: s[index] for owner, s in extra_seeds.items()}

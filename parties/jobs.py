@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from mpc.context import PartyContext, node_name
@@ -16,6 +18,27 @@ from mpc.reveal import RevealPolicy
 from mpc.triples import DEALER, DealerEngine, NodeTuples
 
 
+def profiled(name: str):
+    """Decorator: with MPCGWAS_PROFILE=DIR set, write a cProfile of each call to
+    DIR/<name>-<pid>.prof (for finding where a party's time goes)."""
+    def wrap(fn):
+        def inner(*args, **kwargs):
+            target = os.environ.get("MPCGWAS_PROFILE")
+            if not target:
+                return fn(*args, **kwargs)
+            import cProfile
+
+            prof = cProfile.Profile()
+            try:
+                return prof.runcall(fn, *args, **kwargs)
+            finally:
+                os.makedirs(target, exist_ok=True)
+                prof.dump_stats(os.path.join(target, f"{name}-{os.getpid()}.prof"))
+        return inner
+    return wrap
+
+
+@profiled("dealer")
 def dealer_job(channel, n: int, extra_seeds: dict) -> dict:
     """Dealer side of one job; returns what it served and its traffic."""
     seeds = [new_seed() for _ in range(n)]

@@ -53,6 +53,56 @@ class Header:
     session: str | None = None
 
 
+MAX_BATCH_ITEMS = 100000
+
+
+def encode_batch(items, session: str | None = None) -> list:
+    """Several small arrays as one message of three frames: a control header
+    {"c": "batch", "n": count}, the msgpack list of their data headers, and their
+    payloads concatenated (one copy; for small arrays, where per-frame costs
+    dominate).  Items are (tag, array, is_field)."""
+    heads, payload = [], []
+    for tag, array, is_field in items:
+        array = np.ascontiguousarray(array)
+        code = dtype_code(array, is_field)
+        shape = array.shape[:-1] if is_field else array.shape
+        heads.append({"t": tag, "d": code, "s": list(shape), "n": array.nbytes, "j": session})
+        payload.append(array.tobytes())
+    return encode_control("batch", n=len(heads), j=session) + [msgpack.packb(heads), b"".join(payload)]
+
+
+def decode_batch(frames_: list, count: int, sender: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> list:
+    """(Header, array) items of a batch message's two frames after its control header."""
+    if len(frames_) != 2 or not isinstance(count, int) or not 0 < count <= MAX_BATCH_ITEMS:
+        raise ProtocolError(f"malformed batch message from {sender}")
+    raw_heads = bytes(frames_[0])
+    if len(raw_heads) > 256 * count:
+        raise ProtocolError(f"batch headers from {sender} are too large")
+    try:
+        heads = msgpack.unpackb(raw_heads, raw=False, strict_map_key=True, max_bin_len=0,
+                                max_array_len=max(count, MAX_NDIM + 8), max_map_len=16, max_str_len=1024)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several types for garbage
+        raise ProtocolError(f"malformed batch headers from {sender}: {exc}") from None
+    if not isinstance(heads, list) or len(heads) != count:
+        raise ProtocolError(f"malformed batch headers from {sender}")
+    payload = memoryview(frames_[1])
+    out, pos = [], 0
+    for obj in heads:
+        h = data_header(obj, sender, max_payload)
+        if pos + h.nbytes > len(payload):
+            raise ProtocolError(f"batch payload from {sender} is shorter than its headers say")
+        out.append((h, decode_payload(h, [payload[pos:pos + h.nbytes]], sender)))
+        pos += h.nbytes
+    if pos != len(payload):
+        raise ProtocolError(f"batch payload from {sender} has {len(payload) - pos} stray bytes")
+    return out
+
+
+def n_chunks(nbytes: int) -> int:
+    """How many payload frames encode_data makes for nbytes (one even when empty)."""
+    return max(1, -(-nbytes // CHUNK_BYTES))
+
+
 def encode_data(tag: str, array: np.ndarray, is_field: bool, session: str | None = None) -> list:
     """Header and zero-copy payload chunks for one array.
 
@@ -120,6 +170,13 @@ def decode_header(raw: bytes, sender: str, max_payload: int = DEFAULT_MAX_PAYLOA
         if not isinstance(obj["c"], str):
             raise ProtocolError(f"malformed control header from {sender}")
         return "control", obj
+    return data_header(obj, sender, max_payload)
+
+
+def data_header(obj, sender: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Header:
+    """Validate a data header map (tag, dtype, shape, size, session)."""
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"malformed header from {sender}: not a map")
     try:
         tag, code, shape, nbytes = obj["t"], obj["d"], obj["s"], obj["n"]
     except KeyError as exc:
