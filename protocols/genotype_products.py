@@ -60,7 +60,9 @@ class GenotypeMatrix:
         start = 0
         for b in self._used_blocks():
             width = int(self.block_cols[b].sum())
-            Wb = W[start:start + width]
+            rows = np.zeros(W.shape[0], dtype=bool)
+            rows[start:start + width] = True
+            Wb = W.select(rows)                 # a selection keeps W's mask (if it has one)
             start += width
             for p, piece in enumerate(self._pieces(b)):
                 if piece.shape[0]:
@@ -76,7 +78,11 @@ class GenotypeMatrix:
     def zt_times(self, Q: SharedArray, frac: int, fmt: Params) -> SharedArray:
         """Zᵀ @ Q for Q of shape (n_rows, l); result (n_cols, l) at `frac` bits."""
         offsets = np.cumsum([0] + self.row_counts)
-        slices = [Q[offsets[p]:offsets[p + 1]] for p in range(len(self.rows))]
+        slices = []
+        for p in range(len(self.rows)):
+            rows = np.zeros(Q.shape[0], dtype=bool)
+            rows[offsets[p]:offsets[p + 1]] = True
+            slices.append(Q.select(rows))       # keeps Q's mask: nothing to open when Q is masked
         items, owners = [], []
         for b in self._used_blocks():
             for p, piece in enumerate(self._pieces(b)):
