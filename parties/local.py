@@ -23,9 +23,10 @@ from parties.service import ClientContext, ServiceError
 
 class LocalStudy:
     def __init__(self, root, nodes: int = 3, providers=("site1", "site2", "site3"), timeout: float = 5.0,
-                 block_snps: int = 256, curve: bool = True, policy: dict | None = None):
+                 block_snps: int = 256, curve: bool = True, policy: dict | None = None,
+                 analysts=("analyst",)):
         self.root = Path(root)
-        self.path = st.init_study(self.root / "study", nodes=nodes, providers=providers,
+        self.path = st.init_study(self.root / "study", nodes=nodes, providers=providers, analysts=analysts,
                                   policy={**default_policy(), **(policy or {})}, timeout=timeout,
                                   block_snps=block_snps, curve=curve)
         self.study = st.load(self.path)
