@@ -58,9 +58,16 @@ def cmd_init_study(args) -> int:
     from parties.analyses import default_policy
     from parties.study import init_study
 
+    policy = default_policy()
+    for entry in args.allow:
+        name, sep, to = entry.partition("=")
+        recipients = [t for t in to.split(",") if t]
+        if not sep or not name or not recipients or any(t not in ("nodes", "analyst") for t in recipients):
+            raise InputError(f"--allow {entry!r}: expected NAME=nodes|analyst[,...]")
+        policy[name] = sorted(set(policy.get(name, [])) | set(recipients))
     path = init_study(args.out, nodes=args.nodes, providers=[p for p in args.providers.split(",") if p],
                       analysts=[a for a in args.analysts.split(",") if a], host=args.host,
-                      base_port=args.base_port, curve=not args.plaintext, policy=default_policy(),
+                      base_port=args.base_port, curve=not args.plaintext, policy=policy,
                       timeout=args.timeout, block_snps=args.block_snps)
     print(path)
     return 0
@@ -192,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=10.0)
     s.add_argument("--block-snps", type=int, default=1024)
     s.add_argument("--plaintext", action="store_true", help="no CurveZMQ (benchmarks on loopback only)")
+    s.add_argument("--allow", action="append", default=[], metavar="NAME=RECIPIENTS",
+                   help="add a reveal-policy entry, e.g. logrank.km=analyst (repeatable)")
     s.set_defaults(fn=cmd_init_study)
 
     for role in ("dealer", "node"):

@@ -52,12 +52,20 @@ for s in "${sites[@]}"; do
   names+=("$(basename "$s" | tr -c 'A-Za-z0-9_\n-' '_')")
 done
 providers=$(IFS=,; echo "${names[*]}")
-if [ -z "$analyses" ]; then analyses="freq,gwas"; fi
+if [ -z "$analyses" ]; then analyses="freq,gwas,gwas-logistic,logreg,logrank"; fi
+# Demo defaults for the simulated cohort (an option given on the command line wins).
+has() { for a in "${passthrough[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
+if [[ ",$analyses," == *",logreg,"* ]] && ! has --label; then passthrough+=(--label DIAGNOSIS --standardize); fi
+if ! has --covar-names; then passthrough+=(--covar-names AGE,SEX); fi
+if [[ ",$analyses," == *",logrank,"* ]] && ! has --km-min-at-risk; then passthrough+=(--km-min-at-risk 5); fi
 
 study_dir="$out/study"
 rm -rf "$study_dir"
 echo "== creating a study with $nodes nodes and providers $providers"
-study=$(mpcgwas init-study --out "$study_dir" --nodes "$nodes" --providers "$providers")
+# The demo study also lets the analyst see Kaplan-Meier curves (steps with fewer than
+# --km-min-at-risk patients at risk suppressed); a real study decides that in its policy.
+study=$(mpcgwas init-study --out "$study_dir" --nodes "$nodes" --providers "$providers" \
+        --allow logrank.km=analyst)
 
 pids=()
 cleanup() {
