@@ -293,7 +293,7 @@ def whiten(ctx, A: SharedArray, n: int, penalty=None, iters: int = 30, ridge_che
         raise InputError("no observation left to fit")
     An = scale_public(ctx, [A], [1.0 / n], frac=WF, bound_bits=wf.k)[0]               # |A/n| <= 1/sqrt(n)
     G = _fixed(ctx, [("matmul", An.T, A)], [(WF, 0.1)])[0]                               # step 1: |G| <= 1
-    Gq = SharedArray(ctx, G.share, WF + 2)                                               # G/4 (exact)
+    Gq = G.with_frac(WF + 2)                                                             # G/4 (exact)
     secret_pen = isinstance(penalty, SharedArray)
     if secret_pen:                                                                       # step 2
         if penalty.frac != F:
@@ -313,17 +313,17 @@ def whiten(ctx, A: SharedArray, n: int, penalty=None, iters: int = 30, ridge_che
             raise InputError("the penalty per observation (l2 / n) must lie in [0, 64]")
         c_pub = 1.0 / math.sqrt(p / 4.0 + float(pen.sum()))
         Bm = _trunc(ctx, [(Gq.mul_public(c_pub ** 2, WF), WF, 0.1)])[0]
-        Bm = Bm + _public(ctx, np.diag(pen * c_pub ** 2), WF)
+        Bm = Bm + np.diag(pen * c_pub ** 2)
         pen_scaled = _public(ctx, pen * c_pub ** 2, WF) if np.any(pen) else None
         c_w = None
-    Bm = Bm + _public(ctx, RIDGE * np.eye(p), WF)
+    Bm = Bm + RIDGE * np.eye(p)                       # public offsets keep Bm's mask
     # Step 3: coupled Newton–Schulz on B (eigenvalues in [2^-23, 1]): Y -> B^(1/2) <= 1,
     # Z -> B^(-1/2) <= 2^11.5, Z Y <= 1, T in [1, 1.5].
     eye = np.eye(p)
     Y, Z = Bm, _public(ctx, eye, WF)
     for _ in range(int(iters)):
         zy = _fixed(ctx, [("matmul", Z, Y)], [(WF - 1, 0.1)])[0]
-        T = _public(ctx, 1.5 * eye, WF) - SharedArray(ctx, zy.share, WF)
+        T = -zy.with_frac(WF) + 1.5 * eye                                  # masked, like zy
         Y, Z = _fixed(ctx, [("matmul", Y, T), ("matmul", T, Z)], [(WF, 0.1), (WF, 11.5)])
     if secret_pen:
         S = _fixed(ctx, [("mul", Z, broadcast(c_w, (p, p)))], [(WF, 11.5)])[0]
@@ -348,7 +348,7 @@ def whiten(ctx, A: SharedArray, n: int, penalty=None, iters: int = 30, ridge_che
     ridge = None
     if ridge_check and penalty is None:
         # Step 5: diag(δ S²) with δ = 2^-23 trace M and S = Z / sqrt(trace M): diag(2^-23 Z²).
-        Zs = _trunc(ctx, [(SharedArray(ctx, Z.share, WF + 12), WF, 0.1)])[0]           # 2^-12 Z <= 2^-0.5
+        Zs = _trunc(ctx, [(Z.with_frac(WF + 12), WF, 0.1)])[0]                         # 2^-12 Z <= 2^-0.5
         sq = _fixed(ctx, [("square", Zs, None)], [(WF, 0.1)])[0]
         ridge = SharedArray(ctx, sq.sum(axis=1).share, WF - 1)                            # 2 x 2^-24 = 2^-23
     return Whitened(S=S, S28=S28, U=U, Un=Un, UnT=Un.T, pairsT=pairs.T, P=P, ridge=ridge, n=n, p=p)
@@ -389,10 +389,10 @@ def newton_inverse(ctx, H: SharedArray, iters: int):
     WF, F = wide(ctx.params).f, ctx.params.f
     K, m, _ = H.shape
     eye = np.broadcast_to(np.eye(m), (K, m, m))
-    E = _public(ctx, eye, WF) - H
+    E = -H + eye
     X = _public(ctx, eye, F)
     for t in range(int(iters)):
-        IE = E + _public(ctx, eye, WF)
+        IE = E + eye                                                  # masked, like E
         X, E = _fixed(ctx, [("bmatmul", X, IE), ("bmatmul", E, E)],
                       [(F, t + 1 + 0.01), (WF, 0.01)])
     return X, E
@@ -1006,7 +1006,7 @@ def wald_top(ctx, cohort, qc, null: NullModel, snp_mask, iters: int = 4, ns_iter
             return WaldResult(snp_mask=snp_mask, n_samples=n)
         Xk = _genotype_columns(ctx, cohort, qc.sample_keep, snp_mask)                          # step 1
         c4 = _fixed(ctx, [("matmul", wh.UnT, Xk)], [(F, 2.01)])[0]                             # |Uᵀx/n| <= 4
-        c = SharedArray(ctx, c4.share, F + 2)                                                  # / 4, exact
+        c = c4.with_frac(F + 2)                                                                # / 4, exact
         Uc = _fixed(ctx, [("matmul", wh.U, c)], [(F, 1.0 + _log2(p) + 0.5 * _log2(n) + 0.01)])[0]
         R = Xk - Uc                                                            # ||R_j|| <= 2 ||x_j|| <= 4 sqrt(n)
         R2 = products(ctx, [("square", R, None)])[0].sum(axis=0)
