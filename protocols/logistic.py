@@ -21,10 +21,11 @@ below, so any iteration count gives a valid S with ``S M S <= I``.  With
 dependent column) is detected by ``trace(δ S²)`` — one revealed bit.
 
 **N. Newton–Schulz inverse**, batched over K matrices with eigenvalues in
-[0, 1]: E = I - H, X = I; repeat ``X <- X (I + E), E <- E²`` (both products
-in one round), so X = (I - E^(2^t)) H^-1 and X <= 2^t: bounded for every
-input, exact to the format once (1 - λmin)^(2^t) is below it.  ``trace E``
-at the end is the revealed conditioning check.
+[0, 1]: E = I - H, X = I; repeat ``X <- X (I + E), E <- E²``: one truncation
+round per step (the products reuse the masks the truncated X and E come
+with), so X = (I - E^(2^t)) H^-1 and X <= 2^t: bounded for every input,
+exact to the format once (1 - λmin)^(2^t) is below it.  ``trace E`` at the
+end is the revealed conditioning check.
 
 **I. IRLS / Newton** in γ from γ = 0 (or a warm start): μ = sigmoid(U γ),
 w = μ (1 - μ), g = Uᵀ(y - μ)/n - P γ, H = Uᵀ W U / n + P (P the penalty in γ),
@@ -252,9 +253,6 @@ class Whitened:
     n: int
     p: int
 
-    def pair_index(self):
-        return np.triu_indices(self.p)
-
 
 def whiten(ctx, A: SharedArray, n: int, penalty=None, iters: int = 30, ridge_check: bool = True) -> Whitened:
     """Whitening of the design A (N x p, frac f, rows of dropped samples zero).
@@ -268,7 +266,7 @@ def whiten(ctx, A: SharedArray, n: int, penalty=None, iters: int = 30, ridge_che
         Rows that count (public).
     penalty : None, public array (p,), or SharedArray (p,) at frac f
         (λ/n) D': the penalty on each of A's coefficients (0 for the intercept),
-        at most 128.
+        at most 64 (a secret one: at most 2^26 in total).
     iters : int
         Coupled Newton–Schulz steps for M^(-1/2) (30 converges down to the ridge).
 
@@ -278,14 +276,14 @@ def whiten(ctx, A: SharedArray, n: int, penalty=None, iters: int = 30, ridge_che
     2. c = 1/sqrt(trace M): public (p/4 + Σ penalty) unless the penalty is
        secret (raw-scale report with λ > 0): then mpc.nonlinear.inv_sqrt.
     3. B = c² M + 2^-23 I (eigenvalues in [2^-23, 1]); Y = B, Z = I; iters
-       times T = 3/2 I - Z Y / 2, Y = Y T, Z = T Z (4 rounds); S = c Z
-       (Z <= 2^11.5: the ridge bounds it).
+       times T = 3/2 I - Z Y / 2, Y = Y T, Z = T Z (2 truncation rounds: the
+       products reuse masks); S = c Z (Z <= 2^11.5: the ridge bounds it).
     4. U = A S, U/n, the pair products of U's columns over n, the penalty
        P = S diag(penalty) S = Z diag(c² penalty) Z.
     5. (λ = 0) diag(δ S²) = diag((2^-11.5 Z)²)... computed as (2^-12 Z)², for
        the collinearity check (see collinearity_bits).
 
-    Rounds: about 4 iters + 14 (+ 28 with a secret penalty).  Nothing is revealed."""
+    Rounds: about 2 iters + 14 (+ 30 with a secret penalty).  Nothing is revealed."""
     wf = wide(ctx.params)
     WF, F = wf.f, ctx.params.f
     N, p = A.shape
@@ -378,8 +376,8 @@ def collinearity_bits(ctx, ridge: SharedArray) -> tuple:
 def newton_inverse(ctx, H: SharedArray, iters: int):
     """X ≈ H^-1 for a batch H (K, m, m) of symmetric matrices with eigenvalues in [0, 1] (wide frac).
 
-    E = I - H, X = I; iters times ``X <- X (I + E), E <- E²`` (one product round
-    and one truncation round each).  Then X = (I - E_t) H^-1 with E_t = (I - H)^(2^t):
+    E = I - H, X = I; iters times ``X <- X (I + E), E <- E²`` (one truncation round
+    each, plus one opening of H at the start).  Then X = (I - E_t) H^-1 with E_t = (I - H)^(2^t):
     X <= 2^iters for every input (iters <= 18 keeps the truncation in budget).
 
     Returns
@@ -405,8 +403,8 @@ def _clamp(ctx, delta: SharedArray, bound: float, limit: float = CLAMP) -> Share
     enc_bits = math.ceil(bound) + delta.frac + 2
     below, below_hi = compare.less_than_public(delta, [-limit, limit], bits=enc_bits)
     above = 1 - below_hi                                                                 # delta >= limit
-    lo = _public(ctx, np.full(delta.shape, -limit), delta.frac) - delta
-    hi = _public(ctx, np.full(delta.shape, limit), delta.frac) - delta
+    lo = -delta - limit                                   # public offsets keep delta's mask
+    hi = -delta + limit
     a, b = beaver.products(ctx, [("mul", below, lo), ("mul", above, hi)])
     return delta + a + b
 
@@ -474,9 +472,9 @@ def irls(ctx, wh: Whitened, y: SharedArray, iters: int, ns_iters: int, final_ns_
     """Newton's method in γ (module docstring, I): `iters` steps, then the
     Hessian, its inverse and the next step at the final γ.
 
-    Rounds per step: 6 (η, μ², gradient, Hessian) + 27 (sigmoid) + 2 ns_iters
-    + 2 (step) + 9 (clamp); the final evaluation adds 33 + 2 final_ns_iters + 2.
-    Nothing is revealed."""
+    Rounds per step: 6 (η, μ², gradient, Hessian) + 27 (sigmoid) + ns_iters + 1
+    + 2 (step) + 9 (clamp); the final evaluation adds about the same with
+    final_ns_iters.  Nothing is revealed."""
     F = ctx.params.f
     p = wh.p
     y28 = y.rescale_exact(F)
@@ -600,12 +598,13 @@ def train(ctx, X: SharedArray, y: SharedArray, missing: SharedArray, site_counts
        from which the analyst forms β = T β_z and Cov = T Cov(β_z) Tᵀ in
        plaintext (T: β_j = s_j β_z,j, intercept β_0 - Σ kappa_j s_j m_j β_z,j).
 
-    Rounds: about 90 + 4 whiten_iters + iters (76 + 2 ns_iters) + 2 final_ns_iters.
+    Rounds: about 120 + 2 whiten_iters + (iters + 1) (47 + ns_iters) (1122 for
+    the breast-cancer fit with the defaults).
     """
     F = ctx.params.f
     N, q = X.shape
-    if q == 0 and not opts.intercept:
-        raise InputError("the model has no coefficient (no feature and no intercept)")
+    if q == 0:
+        raise InputError("logreg needs at least one feature column")
     p = q + int(opts.intercept)
     if p > 32:
         raise InputError(f"at most 31 features per model (got {q}); the whitened Hessian format assumes p <= 32")
@@ -730,16 +729,13 @@ def _output_fit(ctx, wh: Whitened, state: IrlsState, name: str) -> None:
     H exceeds 4.6 2^-t, so ||X|| <= 2^(t - 2.2) and ||X S|| <= 2^(t + 9.3)."""
     F = ctx.params.f
     p = wh.p
-    t = int(round(math.log2(_max_inverse(state))))
+    t = int(round(math.log2(state.max_inverse)))
     beta, XS = products(ctx, [("matmul", wh.S28, _as_column(state.gamma)), ("matmul", state.X, wh.S28)])
     XS = _trunc(ctx, [(XS, F - 4, t + 9.3)])[0]
     ncov = products(ctx, [("matmul", wh.S28, XS)])[0]
     output(ctx, beta.reshape(p), name, key="beta")
     output(ctx, ncov, name, key="ncov")
 
-
-def _max_inverse(state) -> float:
-    return float(state.max_inverse)
 
 
 
@@ -775,7 +771,8 @@ def null_model(ctx, y: SharedArray, pcs=None, covariates=None, covariate_names=(
     4. Bits [converged], [ill-conditioned], [trace X > 2^10] revealed
        (``gwas_logistic.null_check``); any of them stops the analysis.
 
-    Rounds: about 250 + iters (74 + 2 ns_iters).  Nothing else is revealed."""
+    Rounds: about 80 + 2 whiten_iters + (iters + 1) (47 + ns_iters) (550 with the
+    defaults).  Nothing else is revealed."""
     from protocols import association
 
     F = ctx.params.f
@@ -993,7 +990,8 @@ def wald_top(ctx, cohort, qc, null: NullModel, snp_mask, iters: int = 4, ns_iter
        (``gwas_logistic.wald``).  The SE uses the Hessian at the point before
        the last (below tolerance) step.
 
-    Rounds: about 90 + per step 13 + 2 ns_iters (+27 exact, +24 Taylor) + 2 final_ns_iters."""
+    Rounds: about 90 + per step 13 + ns_iters (+27 exact, +24 Taylor) + final_ns_iters (276
+    with the defaults)."""
     wf = wide(ctx.params)
     WF, F = wf.f, ctx.params.f
     wh, n = null.wh, null.n
