@@ -340,56 +340,57 @@ def _site_tables(sites):
     return np.vstack(X), np.concatenate(y), np.vstack(cov), np.array(ids), read_site(sites[0]).features().names
 
 
-def test_cli_logreg_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def daemon_study(tmp_path_factory):
+    """Dealer + 3 node daemons holding three simulated sites (genotypes without missing
+    calls outside the high-missingness samples / SNPs, covariates, clinical features,
+    DIAGNOSIS and CASE), submitted once for both CLI tests."""
     from parties.local import LocalStudy
     from parties.simulate import simulate
 
-    simulate(out_dir=tmp_path / "sites", sites=3, samples=500, snps=40, seed=7, n_causal=1)
-    sites = [tmp_path / "sites" / f"site{i}" for i in (1, 2, 3)]
+    root = tmp_path_factory.mktemp("logistic_daemons")
+    simulate(out_dir=root / "sites", sites=3, samples=500, snps=150, seed=9, n_causal=3, missing_rate=0.0)
+    sites = [root / "sites" / f"site{i}" for i in (1, 2, 3)]
+    study = LocalStudy(root / "study", timeout=30.0, policy={"qc.sample_keep": ["nodes", "analyst"]})
+    try:
+        for i, s in enumerate(sites):
+            study.submit(s, f"site{i + 1}")
+        yield study, sites
+    finally:
+        study.close()
+
+
+def test_cli_logreg_end_to_end(daemon_study, tmp_path):
+    study, sites = daemon_study
     X, y, _, _, names = _site_tables(sites)
     complete = ~np.isnan(y) & ~np.isnan(X).any(axis=1)
-    study = LocalStudy(tmp_path / "study", timeout=30.0)
-    try:
-        for i, s in enumerate(sites):
-            study.submit(s, f"site{i + 1}")
-        summary = _run_cli(study, tmp_path / "out", "logreg", "--label", "DIAGNOSIS")["logreg"]
-        ref = R.logistic_fit(X[complete], y[complete], names=list(names))
-        table = _table(tmp_path / "out" / "logreg.tsv")
-        assert list(table["TERM"]) == ["const"] + list(names)
-        assert np.max(np.abs(table["BETA"].astype(float) / ref.beta - 1)) < 1e-4
-        assert np.max(np.abs(table["SE"].astype(float) / ref.se - 1)) < 1e-4
-        assert np.max(np.abs(table["P"].astype(float) / ref.p - 1)) < 1e-3
-        assert summary["observations"] == int(complete.sum()) and summary["coefficient_scale"] == "raw"
-        assert [r["TERM"] for r in summary["coefficients"]] == list(table["TERM"])
-        assert {r["name"] for r in summary["reveals"]} == {"logreg.counts", "logreg.checks", "logreg.fit",
-                                                           "logreg.scale"}
-        std = study.run("logreg", tmp_path / "out2", label="DIAGNOSIS", standardize=True, l2=0.0,
-                        no_intercept=False, max_iter=16, features="")
-        Xc = X[complete]
-        ref_std = R.logistic_fit((Xc - Xc.mean(axis=0)) / Xc.std(axis=0), y[complete])
-        assert std["coefficient_scale"] == "standardized"
-        assert np.max(np.abs(np.array([r["BETA"] for r in std["coefficients"]]) - ref_std.beta)) < 1e-4
-    finally:
-        study.close()
+    summary = _run_cli(study, tmp_path / "out", "logreg", "--label", "DIAGNOSIS")["logreg"]
+    ref = R.logistic_fit(X[complete], y[complete], names=list(names))
+    table = _table(tmp_path / "out" / "logreg.tsv")
+    assert list(table["TERM"]) == ["const"] + list(names)
+    assert np.max(np.abs(table["BETA"].astype(float) / ref.beta - 1)) < 1e-4
+    assert np.max(np.abs(table["SE"].astype(float) / ref.se - 1)) < 1e-4
+    assert np.max(np.abs(table["P"].astype(float) / ref.p - 1)) < 1e-3
+    assert summary["observations"] == int(complete.sum()) and summary["coefficient_scale"] == "raw"
+    assert [r["TERM"] for r in summary["coefficients"]] == list(table["TERM"])
+    assert {r["name"] for r in summary["reveals"]} == {"logreg.counts", "logreg.checks", "logreg.fit",
+                                                       "logreg.scale"}
+    std = study.run("logreg", tmp_path / "out2", label="DIAGNOSIS", standardize=True, l2=0.0,
+                    no_intercept=False, max_iter=16, features="")
+    Xc = X[complete]
+    ref_std = R.logistic_fit((Xc - Xc.mean(axis=0)) / Xc.std(axis=0), y[complete])
+    assert std["coefficient_scale"] == "standardized"
+    assert np.max(np.abs(np.array([r["BETA"] for r in std["coefficients"]]) - ref_std.beta)) < 1e-4
 
 
-def test_cli_gwas_logistic_matches_plink2(tmp_path):
-    from parties.local import LocalStudy
-    from parties.simulate import simulate
+def test_cli_gwas_logistic_matches_plink2(daemon_study, tmp_path):
     from tests import plinkutil
 
-    simulate(out_dir=tmp_path / "sites", sites=3, samples=500, snps=150, seed=9, n_causal=3, missing_rate=0.0)
-    sites = [tmp_path / "sites" / f"site{i}" for i in (1, 2, 3)]
+    study, sites = daemon_study
     _, _, cov, ids, _ = _site_tables(sites)
-    study = LocalStudy(tmp_path / "study", timeout=30.0, policy={"qc.sample_keep": ["nodes", "analyst"]})
-    try:
-        for i, s in enumerate(sites):
-            study.submit(s, f"site{i + 1}")
-        summary = _run_cli(study, tmp_path / "out", "gwas-logistic", "--pheno", "CASE",
-                           "--covar-names", "AGE,SEX,BMI", "--pcs", "0", "--mind", "0.05", "--geno", "0.05",
-                           "--maf", "0.01", "--hwe", "none", "--top", "8")["gwas-logistic"]
-    finally:
-        study.close()
+    summary = _run_cli(study, tmp_path / "out", "gwas-logistic", "--pheno", "CASE",
+                       "--covar-names", "AGE,SEX,BMI", "--pcs", "0", "--mind", "0.05", "--geno", "0.05",
+                       "--maf", "0.01", "--hwe", "none", "--top", "8")["gwas-logistic"]
     out = tmp_path / "out"
     table = _table(out / "gwas_logistic.tsv")
     assert list(table) == ["CHROM", "POS", "ID", "REF", "ALT", "A1", "OBS_CT", "SCORE_CHISQ", "SCORE_P",
