@@ -22,26 +22,27 @@ bits.  Guarantees below are for the default format (k = 56, f = 28,
 sigma = 40; ulp = 2^-28 ~ 3.7e-9) and inputs at frac f; "4 ulp" means
 4 2^-f absolute.
 
-Round counts are for k = 56: the normalisation costs 17 rounds (14 to find the
-leading one, 2 rounds of products for the scale and the mantissa, 1 to round
-the mantissa to F bits), a degree-12 polynomial 8 (3 levels of powers, one
-product with the upper half, each followed by a truncation).
+Round counts are for k = 56.  The normalisation costs 17 rounds (14 to find
+the leading one, 2 rounds of products for the scale and the mantissa, 1 to
+round the mantissa to F bits); a degree-12 polynomial costs 8 (3 levels of
+powers, one product with the upper half, each followed by a truncation) when
+every product opens its operands.  With the core's masked truncation outputs
+(mpc.truncate: a truncated value comes out masked, so products of truncated
+values open nothing) some of those product rounds vanish; the per-function
+counts below give both, as "now (at most)".
 
 Division by zero and out-of-domain inputs have defined results, documented
 per function; intermediate values stay bounded for every input, so nothing
 ever exceeds a truncation's masking bound (which would leak).
 
-    function        domain (k=56, f=28)        outside it            rounds  accuracy
-    reciprocal(x)   |x| > 2^-27                x = 0 -> 0            27      2^-27 rel + 1 ulp
-    divide(a, b)    |a/b| < 2^27               b = 0 -> 0, saturates 30      2^-26 rel + 1 ulp
-    sqrt(x)         x >= 0                     x < 0 -> 0            27      2^-26 rel + 1 ulp
-    inv_sqrt(x)     x > 0                      x <= 0 -> 0           27      2^-26 rel + 1 ulp
-    log(x)          x > 0                      x <= 0 -> -f ln 2     25      2^-30 abs + 1 ulp
-    exp(x)          x < 18.71                  saturates; 0 below   17      2^-27 rel + 1 ulp
-    sigmoid(x)      all x                      -                     27      2 ulp abs
-
-(Rounds are upper bounds: the core may let products reuse operands that come
-out of a truncation already masked.)
+    function        domain (k=56, f=28)        outside it            rounds   accuracy
+    reciprocal(x)   |x| > 2^-27                x = 0 -> 0            24 (27)  2^-27 rel + 1 ulp
+    divide(a, b)    |a/b| < 2^27               b = 0 -> 0, saturates 27 (30)  2^-26 rel + 1 ulp
+    sqrt(x)         x >= 0                     x < 0 -> 0            24 (27)  2^-26 rel + 1 ulp
+    inv_sqrt(x)     x > 0                      x <= 0 -> 0           24 (27)  2^-26 rel + 1 ulp
+    log(x)          x > 0                      x <= 0 -> -f ln 2     22 (25)  2^-30 abs + 1 ulp
+    exp(x)          x < 18.71                  saturates; 0 below   17 (17)  2^-27 rel + 1 ulp
+    sigmoid(x)      all x                      -                     23 (27)  2 ulp abs
 """
 from __future__ import annotations
 
@@ -373,9 +374,9 @@ def reciprocal(x: SharedArray) -> SharedArray:
     Accuracy: relative error <= 2^-27 plus one unit in the last place, for
     every input in the domain.
 
-    Protocol (27 rounds): normalisation |x| = m 2^(L - fx), m in [0.5, 1]
-    (17 rounds, _normalise); 1/m by the degree-12 polynomial in s = 4m - 3
-    rounded to f bits (8 rounds); y = (1/m) 2^(K-L) (1 - 2 [x<0]) shifted by
+    Protocol (24 rounds; at most 27): normalisation |x| = m 2^(L - fx), m in
+    [0.5, 1] (17 rounds, _normalise); 1/m by the degree-12 polynomial in s = 4m - 3
+    rounded to f bits (at most 8 rounds); y = (1/m) 2^(K-L) (1 - 2 [x<0]) shifted by
     K - fx (one product round, one truncation).
 
     Tuples per element: 399 AND gates, 17 daBits, 1 rbits, 13 Beaver
@@ -407,7 +408,7 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
     every pair (both operands are normalised, so small numerators over small
     denominators keep their precision).
 
-    Protocol (30 rounds):
+    Protocol (27 rounds; at most 30):
 
     1. leading ones of 2|a| - [a<0] and 2|b| - [b<0] (so that -2^-f keeps
        one), in the same rounds (13);
@@ -547,7 +548,7 @@ class SqrtPair:
 
 def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True) -> SqrtPair:
     """sqrt(x) and/or 1/sqrt(x) from one normalisation and one set of powers
-    (see sqrt, inv_sqrt): 27 rounds for both; tuples as for one plus 16
+    (see sqrt, inv_sqrt): 24 rounds (at most 27) for both; tuples as for one plus 16
     daBits and 2 products per element for the second output table."""
     if _check_input(x, "sqrt"):
         return SqrtPair(_empty(x) if want_sqrt else None, _empty(x) if want_inv else None)
@@ -600,7 +601,7 @@ def sqrt(x: SharedArray) -> SharedArray:
 
     Accuracy: relative error <= 2^-26 plus one unit in the last place.
 
-    Protocol (27 rounds): normalisation |x| = m 2^(L - fx) (17 rounds; its
+    Protocol (24 rounds; at most 27): normalisation |x| = m 2^(L - fx) (17; its
     round B also forms the output scale 2^(e/2), e = L - fx + 2f, from a
     second table's one-hot halves, odd exponents through the constant
     2^(1/2)); sqrt(m) by the degree-12 polynomial (8; zeroing the scale for
@@ -619,7 +620,7 @@ def inv_sqrt(x: SharedArray) -> SharedArray:
 
     Accuracy: relative error <= 2^-26 plus one unit in the last place.
 
-    Protocol: as sqrt with e = fx - L + 2f (27 rounds, the same tuples);
+    Protocol: as sqrt with e = fx - L + 2f (24 rounds, the same tuples);
     sqrt_inv_sqrt gives both from one normalisation and one set of powers."""
     return sqrt_inv_sqrt(x, False, True).inv_sqrt
 
@@ -635,7 +636,7 @@ def log(x: SharedArray) -> SharedArray:
     Accuracy: absolute error <= 2^-30 + one unit in the last place (below
     2 ulp), for every positive input.
 
-    Protocol (25 rounds): normalisation (17; round B also zeroes the
+    Protocol (22 rounds; at most 25): normalisation (17; round B also zeroes the
     exponent and the one-hot for x <= 0); ln(m) by a degree-12 polynomial
     in s = 4m - 3 plus (L - fx) ln 2 added before the last truncation (8).
 
@@ -846,7 +847,7 @@ def sigmoid(x: SharedArray) -> SharedArray:
 
     Accuracy: absolute error <= 2 units in the last place (|error| <= 2^-27).
 
-    Protocol (27 rounds):
+    Protocol (23 rounds; at most 27):
 
     1-3. as exp (8 rounds), with a third test [x < 0] in the same circuits;
        the bits of u for -|x| are those of x's split, complemented for
