@@ -23,7 +23,16 @@ SE Z_STAT P; A1 is the ALT allele, the Wald columns are NA outside the top
 K and for a fit that failed: its reason is in summary.json), qc_snps.tsv,
 qc_samples.tsv, Manhattan and QQ plots of the score test.
 
-What the analyst receives is listed in protocols.logistic.POLICY.
+What the analyst receives is listed in protocols.logistic.POLICY: for logreg
+the coefficients and their covariance on the fitted (standardised) scale and,
+for the report in the features' own units, each feature's mean and 1/SD over
+the complete observations (the unit conversion is done here, in plaintext);
+for gwas-logistic the score statistic of every tested SNP and the Wald
+estimate, SE and status of the top K.  The nodes learn one-bit checks
+(classes present, feature ranges, constant / collinear columns, convergence,
+conditioning), the per-site counts of complete observations, and for the
+top-K search the SNP counts above public thresholds and the chosen indices.
+The logistic phases are not checkpointed (QC and PCA are, as for gwas).
 """
 from __future__ import annotations
 

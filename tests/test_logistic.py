@@ -276,6 +276,52 @@ def test_wald_top_matches_reference_and_statsmodels(gwas_run):
         assert se[k] == pytest.approx(fit.bse[-1], rel=1e-4)
 
 
+def _gwas_pcs_node(ctx, subs, options):
+    from mpc.reveal import reveal
+    from parties.analyses import gwas_inputs
+
+    cohort = StoredCohort(ctx, subs)
+    qc, pcs, y, _, cov, names, _ = gwas_inputs(ctx, cohort, options)
+    null = lp.null_model(ctx, y, pcs, cov, names)
+    t = lp.score_test(ctx, cohort, qc, null, qc.pca_ok)
+    top = np.flatnonzero(qc.pca_ok)[lp.select_top(ctx, t, 6)]
+    mask = np.zeros(cohort.n_snps, dtype=bool)
+    mask[top] = True
+    lp.wald_top(ctx, cohort, qc, null, mask)
+    return np.concatenate(qc.sample_keep), qc.pca_ok, top, reveal(ctx, pcs, "test.pcs")
+
+
+def test_null_model_with_pcs():
+    """The default analysis adjusts for PCs: score and Wald statistics against the
+    reference with the same (revealed, for the test) PCs as covariates."""
+    from protocols import association as assoc
+    from protocols import pca as pcap
+
+    options = {"pheno": "CASE", "covar_names": "AGE,SEX", "mind": None, "geno": None, "maf": 0.01, "hwe": None,
+               "het_min": None, "het_max": None, "het_sd": None, "pcs": 2, "pca_oversample": 3, "pca_iters": 2,
+               "pca_eig_iters": 8, "ld_dist": 1, "pca_seed": 1}
+    G, P, C = _simulated_gwas(seed=11, sizes=(120, 100, 90), m=100)
+    subs, seeds = make_submissions(G, 3, block_snps=64, phenotypes=P, covariates=C)
+    policy = {**POLICY, **{k: list(v) for k, v in {**pcap.POLICY, **assoc.POLICY}.items()}, "test.pcs": ["nodes"]}
+    out = run_threads(3, _gwas_pcs_node, (subs, options), extra_seeds=seeds, policy=policy, full=True, timeout=600)
+    keep, tested, top, pcs = out[0]["result"]
+    dec = decoded(out)
+    allg = np.vstack(G)
+    d, m = np.where(allg < 0, 0, allg).astype(np.uint8), allg < 0
+    y = np.concatenate([p["CASE"][0] for p in P])
+    cov = np.vstack([c[1] for c in C])
+    site = np.concatenate([np.full(g.shape[0], i) for i, g in enumerate(G)])
+    Cm = np.column_stack([np.ones(keep.sum()), pcs, cov[keep]])
+    ref = R.score_test(d, m, d == 1, y, Cm, keep, tested, site=site)
+    chisq = keep.sum() * dec[("gwas_logistic.score", None)] ** 2
+    big = ref.chisq >= 0.01
+    assert np.max(np.abs(chisq[big] / ref.chisq[big] - 1)) < 1e-3
+    wald = R.wald_per_snp(d, m, d == 1, y, Cm, keep, top, site=site)
+    beta = dec[("gwas_logistic.wald", "beta")]
+    se = dec[("gwas_logistic.wald", "se_root_n")] / math.sqrt(keep.sum())
+    assert np.max(np.abs(beta / wald.beta - 1)) < 1e-4 and np.max(np.abs(se / wald.se - 1)) < 1e-4
+
+
 def test_every_truncation_input_is_within_its_bound(monkeypatch, breast_cancer):
     """The bounds this protocol declares for its own truncations hold on real
     runs (penalised raw-scale training, and a GWAS): each reconstructed input
