@@ -158,6 +158,53 @@ def _combine(ctx, op, x, y, c):
     return z
 
 
+class MatmulSum:
+    """A pending Σ_k x_k @ y_k (start_matmul_sum); finish() computes it."""
+
+    def __init__(self, ctx, pairs, tup):
+        self.ctx, self.pairs, self.tup = ctx, pairs, tup
+
+    def finish(self) -> SharedArray:
+        """Local terms pair by pair (each operand's public part is read, used and
+        dropped in turn), then the dealer's correction."""
+        ctx = self.ctx
+        z = None
+        for x, y in self.pairs:
+            dx, dy = x.mask.d, y.mask.d
+            t = field.matmul(dx, _mask_share(y))
+            field.add(t, field.matmul(_mask_share(x), dy), out=t)
+            if ctx.leads:
+                field.add(t, field.matmul(dx, dy), out=t)
+            z = t if z is None else field.add(z, t, out=z)
+        field.add(z, self.tup["c"], out=z)
+        x0, y0 = self.pairs[0]
+        self.pairs = None
+        return SharedArray(ctx, z, x0.frac + y0.frac)
+
+
+def start_matmul_sum(ctx, pairs) -> MatmulSum:
+    """Ask for Σ_k x_k @ y_k: one dealer correction for the whole sum.
+
+    Operands without a mask are masked first (one round); then node n-1 sends
+    the request at once, so the dealer streams the pairs while the nodes start
+    theirs.  Call finish() on the result.  All x_k @ y_k must have one shape
+    and the same frac."""
+    pairs = list(pairs)
+    shapes = {(x.shape[0], y.shape[1]) for x, y in pairs}
+    if len(shapes) != 1 or any(x.shape[1] != y.shape[0] for x, y in pairs):
+        raise ValueError(f"matmul_sum: the products do not share one output shape: {sorted(shapes)}")
+    mask_many(ctx, [v for pair in pairs for v in pair])
+    wire = [[x.mask.spec.to_wire(), y.mask.spec.to_wire()] for x, y in pairs]
+    tup = ctx.tuples.request("product", ctx.label("s"), op="matmul_sum", pairs=wire, out=list(shapes.pop()))
+    ctx.tuples.flush()
+    return MatmulSum(ctx, pairs, tup)
+
+
+def matmul_sum(ctx, pairs) -> SharedArray:
+    """Σ_k x_k @ y_k with one dealer correction (see start_matmul_sum)."""
+    return start_matmul_sum(ctx, pairs).finish()
+
+
 def mul(x: SharedArray, y: SharedArray) -> SharedArray:
     return products(x.ctx, [("mul", x, y)])[0]
 

@@ -16,8 +16,6 @@ A secret has no truth value: ``bool(x)`` and ``float(x)`` raise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from mpc import field
@@ -34,18 +32,40 @@ def _take2(a: np.ndarray, rows, cols) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-@dataclass(frozen=True)
 class Mask:
-    """x = d + a with d public to the nodes and a shared by seeds (spec)."""
+    """x = d + a with d public to the nodes and a shared by seeds (spec).
 
-    spec: MaskSpec
-    d: np.ndarray
+    d may be given as a loader (a callable returning it): stored genotype
+    blocks are then read only when a product needs them, and selections and
+    transposes compose lazily, so a pass over a large matrix holds one block
+    at a time."""
+
+    __slots__ = ("spec", "_d", "_loader")
+
+    def __init__(self, spec: MaskSpec, d: np.ndarray | None = None, loader=None):
+        if d is None and loader is None:
+            raise ValueError("Mask needs d or a loader")
+        self.spec = spec
+        self._d = d
+        self._loader = loader
+
+    @property
+    def d(self) -> np.ndarray:
+        if self._d is None:
+            self._d = self._loader()
+        return self._d
+
+    def _derived(self, spec, transform) -> "Mask":
+        if self._d is not None:
+            return Mask(spec, transform(self._d))
+        load = self._loader
+        return Mask(spec, loader=lambda: transform(load()))
 
     def T(self) -> "Mask":
-        return Mask(self.spec.T(), np.ascontiguousarray(self.d.transpose(1, 0, 2)))
+        return self._derived(self.spec.T(), lambda d: np.ascontiguousarray(d.transpose(1, 0, 2)))
 
     def select(self, rows=None, cols=None) -> "Mask":
-        return Mask(self.spec.select(rows, cols), _take2(self.d, rows, cols))
+        return self._derived(self.spec.select(rows, cols), lambda d: _take2(d, rows, cols))
 
 
 class SharedArray:

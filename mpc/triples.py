@@ -200,6 +200,14 @@ def _product_components(req):
 
 
 def _product_make(req, rebuild):
+    if req["op"] == "matmul_sum":
+        # One correction for a whole sum of products: the dealer streams the pairs,
+        # so a pass over a blocked genotype matrix costs one output-sized message.
+        total = None
+        for a_wire, b_wire in req["pairs"]:
+            c = field.matmul(rebuild(MaskSpec.from_wire(a_wire)), rebuild(MaskSpec.from_wire(b_wire)))
+            total = c if total is None else field.add(total, c, out=total)
+        return {"c": total}
     a = rebuild(MaskSpec.from_wire(req["a"]))
     op = req["op"]
     if op == "square":
@@ -213,9 +221,20 @@ def _product_make(req, rebuild):
 
 
 def _check_product(req):
-    a = MaskSpec.from_wire(req["a"])
     op = req.get("op")
     out = tuple(req["out"])
+    if op == "matmul_sum":
+        pairs = req.get("pairs")
+        if not isinstance(pairs, list) or not pairs or len(pairs) > 100000:
+            raise ProtocolError("matmul_sum request: bad list of pairs")
+        for pair in pairs:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ProtocolError("matmul_sum request: a pair is not [a, b]")
+            sa, sb = MaskSpec.from_wire(pair[0]).operand_shape, MaskSpec.from_wire(pair[1]).operand_shape
+            if len(sa) != 2 or len(sb) != 2 or sa[1] != sb[0] or (sa[0], sb[1]) != out:
+                raise ProtocolError(f"matmul_sum request: shapes {sa} and {sb} do not give {out}")
+        return
+    a = MaskSpec.from_wire(req["a"])
     if op == "square":
         expect = a.operand_shape
     else:

@@ -82,9 +82,11 @@ class StoredCohort:
 
     # ------------------------------------------------------------ helpers
     def _masked(self, sub, name: str, frac: int = 0) -> SharedArray:
-        d = sub.array(name)
-        spec = MaskSpec(sub["submission"], array_label(sub["submission"], name), d.shape[:-1])
-        return SharedArray.from_mask(self.ctx, Mask(spec, d), frac)
+        """A stored array as a masked SharedArray; its d is read from disk only when used."""
+        shape = tuple(sub.meta["arrays"][name]["shape"][:-1]) if hasattr(sub, "meta") and \
+            "shape" in sub.meta.get("arrays", {}).get(name, {}) else sub.array(name).shape[:-1]
+        spec = MaskSpec(sub["submission"], array_label(sub["submission"], name), shape)
+        return SharedArray.from_mask(self.ctx, Mask(spec, loader=lambda: sub.array(name)), frac)
 
     def has(self, table: str) -> bool:
         if table == "genotypes":

@@ -3,14 +3,15 @@
 The matrix Z is stored per provider and per SNP block, each piece masked by
 its provider (Z = d + a, d public to the nodes).  A product never opens Z:
 
-- ``z_times(W)``  = Z[rows][:, cols] @ W  — per provider, sum over blocks;
-- ``zt_times(Q)`` = Z[rows][:, cols]ᵀ @ Q — per block, sum over providers;
+- ``z_times(W)``  = Z[rows][:, cols] @ W  — per provider, a sum over blocks;
+- ``zt_times(Q)`` = Z[rows][:, cols]ᵀ @ Q — per block, a sum over providers;
 
-each is one batch of Beaver products (one round: only W, or the provider
-slices of Q, are opened), with the dealer forming a_pb @ b for every piece
-(mpc.beaver, masks with public row/column selections).  Sums of untruncated
-products are truncated once.  Memory: one block of every provider at a time
-on the dealer; the nodes hold the pieces they are given.
+each sum is one dealer correction (mpc.beaver.start_matmul_sum: the dealer
+streams a_pb @ b over the pieces, masks with public row/column selections) and
+at most one round (opening W or Q, none when it is already masked, e.g. a
+truncation's output).  Sums of untruncated products are truncated once.
+Memory: the nodes and the dealer read one block of one provider at a time, so
+a pass needs no more memory for 10^5 SNPs than for 10^4.
 """
 from __future__ import annotations
 
@@ -47,54 +48,54 @@ class GenotypeMatrix:
         self.n_cols = int(self.snp_mask.sum())
         self.frac = ctx.params.f if matrix == "imputed" else 0
 
-    def _pieces(self, b):
-        blocks = self.cohort.genotype_block(b, (self.matrix,))[self.matrix]
-        return [z.select(r, self.block_cols[b]) for z, r in zip(blocks, self.rows)]
-
     def _used_blocks(self):
         return [b for b, c in enumerate(self.block_cols) if c.any()]
 
     def z_times(self, W: SharedArray, frac: int, fmt: Params) -> SharedArray:
-        """Z @ W for W of shape (n_cols, l); result (n_rows, l) at `frac` bits."""
-        items, owners = [], []
-        start = 0
+        """Z @ W for W of shape (n_cols, l); result (n_rows, l) at `frac` bits.
+
+        Per provider, one dealer correction for the sum over SNP blocks
+        (beaver.start_matmul_sum); W is masked once for all (no opening when it
+        comes masked).  The nodes read one block of one provider at a time."""
+        beaver.mask_many(self.ctx, [W])
+        blocks, start = [], 0
         for b in self._used_blocks():
             width = int(self.block_cols[b].sum())
             rows = np.zeros(W.shape[0], dtype=bool)
             rows[start:start + width] = True
-            Wb = W.select(rows)                 # a selection keeps W's mask (if it has one)
+            blocks.append((b, W.select(rows)))  # a selection keeps W's mask
             start += width
-            for p, piece in enumerate(self._pieces(b)):
-                if piece.shape[0]:
-                    items.append(("matmul", piece, Wb))
-                    owners.append(p)
-        raw = beaver.products(self.ctx, items)
-        sums = [None] * len(self.rows)
-        for p, z in zip(owners, raw):
-            sums[p] = z if sums[p] is None else sums[p] + z
-        parts = [s for s in sums if s is not None]
+        pending = []
+        for p in range(len(self.rows)):
+            if self.row_counts[p]:
+                pairs = [(self._piece(b, p), Wb) for b, Wb in blocks]
+                pending.append(beaver.start_matmul_sum(self.ctx, pairs))
+        parts = [h.finish() for h in pending]
         return concatenate(self._to_frac(parts, frac, fmt))
 
     def zt_times(self, Q: SharedArray, frac: int, fmt: Params) -> SharedArray:
-        """Zᵀ @ Q for Q of shape (n_rows, l); result (n_cols, l) at `frac` bits."""
+        """Zᵀ @ Q for Q of shape (n_rows, l); result (n_cols, l) at `frac` bits.
+
+        Per SNP block, one dealer correction for the sum over providers; every
+        request goes out first, then the nodes stream the blocks."""
+        beaver.mask_many(self.ctx, [Q])
         offsets = np.cumsum([0] + self.row_counts)
         slices = []
         for p in range(len(self.rows)):
             rows = np.zeros(Q.shape[0], dtype=bool)
             rows[offsets[p]:offsets[p + 1]] = True
-            slices.append(Q.select(rows))       # keeps Q's mask: nothing to open when Q is masked
-        items, owners = [], []
+            slices.append(Q.select(rows))       # keeps Q's mask: nothing to open
+        pending = []
         for b in self._used_blocks():
-            for p, piece in enumerate(self._pieces(b)):
-                if piece.shape[0]:
-                    items.append(("matmul", piece.T, slices[p]))
-                    owners.append(b)
-        raw = beaver.products(self.ctx, items)
-        sums = {}
-        for b, z in zip(owners, raw):
-            sums[b] = z if b not in sums else sums[b] + z
-        parts = [sums[b] for b in self._used_blocks()]
+            pairs = [(self._piece(b, p).T, slices[p]) for p in range(len(self.rows)) if self.row_counts[p]]
+            pending.append(beaver.start_matmul_sum(self.ctx, pairs))
+        parts = [h.finish() for h in pending]
         return concatenate(self._to_frac(parts, frac, fmt))
+
+    def _piece(self, b, p) -> SharedArray:
+        """Provider p's part of block b, rows and columns selected (read lazily)."""
+        return self.cohort.genotype_block(b, (self.matrix,))[self.matrix][p].select(
+            self.rows[p], self.block_cols[b])
 
     def _to_frac(self, parts, frac, fmt):
         """Sums of untruncated products, brought to `frac` bits (one truncation round,
