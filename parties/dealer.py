@@ -91,6 +91,10 @@ class DealerDaemon:
 
     def _run(self, cmd):
         if self.job is not None:
+            self.job["thread"].join(timeout=2.0)   # a job that just ended may be closing its channel
+            if not self.job["thread"].is_alive():
+                self.job = None
+        if self.job is not None:
             raise ProtocolError(f"the dealer is already serving job {self.job['id']}")
         job = str(cmd["job"])
         extra = {sub: self.seeds.get(sub) for sub in dict(cmd["submissions"]).values()}

@@ -126,6 +126,7 @@ class NodeDaemon:
         raise ProtocolError(f"{role} {name} may not ask for {op!r}")
 
     def _status(self):
+        self._settle()
         subs = {p: {"submission": s["submission"], "n_samples": s["n_samples"],
                     "n_snps": s.get("n_snps", 0), "tables": sorted(s.get("tables", {})),
                     "fingerprint": s.get("snps_fingerprint")}
@@ -133,6 +134,7 @@ class NodeDaemon:
         return {"ok": True, "node": self.me, "submissions": subs, "busy": self.job is not None}
 
     def _submit_begin(self, provider, cmd, array):
+        self._settle()
         if self.job is not None:
             raise StorageError(f"{self.me} is running a job; submit when it has finished")
         meta = _checked_meta(provider, cmd.get("meta"))
@@ -194,6 +196,7 @@ class NodeDaemon:
 
     # ------------------------------------------------------------ jobs
     def _run(self, analyst, ident, cmd):
+        self._settle(wait=2.0)       # the previous job may be closing its channel
         if self.job is not None:
             raise ProtocolError(f"{self.me} is already running job {self.job['id']}")
         analysis = ANALYSES.get(cmd.get("analysis"))
@@ -219,6 +222,7 @@ class NodeDaemon:
         peers = {n.name: n.peer for n in study.nodes if n.name != self.me}
         peers[DEALER] = study.dealer.peer
         channel = None
+        final = None            # the job's last event: "done" or "error"
         start = time.monotonic()
         try:
             channel = ZmqChannel(self.me, self.peer_router, peers, context=self.context, keys=self.keys,
@@ -231,7 +235,7 @@ class NodeDaemon:
 
             def progress(phase, done, total):
                 if cancel.is_set():
-                    raise MpcError(f"{self.me}: job {job} cancelled (node shutting down)")
+                    raise MpcError(f"{self.me}: job {job} cancelled (node shutting down) in phase {phase}")
                 self.events.put(({"event": "progress", "phase": phase, "done": done, "total": total}, None))
 
             own_seeds = {s["submission"]: bytes.fromhex(s["seed"]) for s in subs}
@@ -244,20 +248,31 @@ class NodeDaemon:
             public = analysis.node(ctx, cohort, options)
             ctx.tuples.finish()
             checkpoints.clear()
-            self.events.put(({"event": "done", "public": public if self.index == 0 else {},
-                              "traffic": channel.stats.as_dict(), "reveals": ctx.policy.records,
-                              "seconds": time.monotonic() - start}, None))
+            final = {"event": "done", "public": public if self.index == 0 else {},
+                     "traffic": channel.stats.as_dict(), "reveals": ctx.policy.records,
+                     "seconds": time.monotonic() - start}
             self.log.info("job %s (%s) done in %.1f s", job, analysis.name, time.monotonic() - start)
         except BaseException as exc:  # noqa: BLE001 - reported to the analyst, daemon lives on
             self.log.error("job %s failed: %s", job, exc)
             self.log.debug("%s", traceback.format_exc())
             if channel is not None:
                 channel.abort(f"{self.me}: {type(exc).__name__}: {exc}")
-            self.events.put(({"event": "error", "message": f"{self.me}: {exc}"}, None))
+            final = {"event": "error", "message": f"{self.me}: {exc}"}
         finally:
             if channel is not None:
                 channel.close()
+            # The analyst hears the outcome once the channel is closed: a next job may start at once.
+            if final is not None:
+                self.events.put((final, None))
             self.events.put((None, None))  # job over
+
+    def _settle(self, wait: float = 0.0) -> None:
+        """Forward the last events of a job whose thread has ended (or ends within `wait` s),
+        so that the job is over before a request that depends on it is answered."""
+        if self.job is not None:
+            self.job["thread"].join(timeout=wait)
+            if not self.job["thread"].is_alive():
+                self._forward_events()
 
     def _forward_events(self) -> None:
         if self.job is not None and time.monotonic() - self.job.get("told", 0.0) > ALIVE_INTERVAL:

@@ -163,7 +163,8 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
                     del pending[name]
         bars.close()
         if errors:
-            causes = [e for e in errors if "stopped:" not in e and "silent" not in e] or errors
+            # A party that stopped because another did ("peer X stopped: ...") repeats that one's error.
+            causes = [e for e in errors if "stopped:" not in e] or errors
             raise ServiceError(f"{analysis} failed: " + " | ".join(causes))
         for key, parts in shares.items():
             if len(parts) != study.n_nodes:

@@ -26,7 +26,7 @@ import zmq
 import zmq.auth.thread
 from zmq.utils.monitor import recv_monitor_message
 
-from mpc.errors import PeerTimeout
+from mpc.errors import PeerAborted, PeerTimeout
 from mpc.net import frames
 from mpc.net.channel import Channel
 
@@ -259,7 +259,11 @@ class ZmqChannel(Channel):
         while True:
             # Drain first: a party back from a long computation finds its
             # peers' heartbeats queued in the socket, not a stale last_seen.
-            self._drain()
+            try:
+                self._drain()
+            except PeerAborted as exc:   # say where this party was when the news came
+                raise PeerAborted(f"{exc} (while {self.me} waited for {peer} at step {tag!r} in phase "
+                                  f"{self.stats.current})") from None
             self._watch_links()
             if len(self._inbox[peer]) > queued:
                 return
