@@ -308,6 +308,27 @@ def _check_trunc(req):
                             f"sigma >= 40, bits + sigma + 1 <= 126")
 
 
+def batched_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, m, l) @ (K, l, r) -> (K, m, r) on field arrays."""
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2], field.LIMBS), dtype=np.uint64)
+    for k in range(a.shape[0]):
+        out[k] = field.matmul(a[k], b[k])
+    return out
+
+
+def _bmatmul_check(req):
+    a, b = MaskSpec.from_wire(req["a"]), MaskSpec.from_wire(req["b"])
+    sa, sb = a.operand_shape, b.operand_shape
+    if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
+        raise ProtocolError(f"bmatmul request: shapes {sa} and {sb} do not chain")
+    if tuple(req["out"]) != (sa[0], sa[1], sb[2]):
+        raise ProtocolError(f"bmatmul request: output shape {tuple(req['out'])} should be {(sa[0], sa[1], sb[2])}")
+
+
+def _bmatmul_make(req, rebuild, prg):
+    return {"c": batched_matmul(rebuild(MaskSpec.from_wire(req["a"])), rebuild(MaskSpec.from_wire(req["b"])))}
+
+
 @dataclass(frozen=True)
 class Kind:
     components: object  # req -> list of (name, 'field'|'bits', shape)
@@ -318,6 +339,8 @@ class Kind:
 KINDS = {
     "product": Kind(_product_components, lambda req, rebuild, prg: _product_make(req, rebuild), _check_product),
     "trunc": Kind(_trunc_components, _trunc_make, _check_trunc),
+    # batched matrix products (K independent small products; protocols.logistic's Wald fits)
+    "bmatmul": Kind(lambda req: [("c", "field", tuple(req["out"]))], _bmatmul_make, _bmatmul_check),
 }
 
 

@@ -55,11 +55,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc import beaver, compare, field, nonlinear
-from mpc.errors import InputError, ProtocolError
+from mpc.errors import InputError
 from mpc.linalg import broadcast, wide
 from mpc.reveal import output, reveal
 from mpc.shared import Mask, SharedArray, concatenate
-from mpc.triples import KINDS, Kind, MaskSpec, register_kind
+from mpc.triples import MaskSpec, batched_matmul
 from mpc.truncate import truncate_many
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
@@ -94,31 +94,6 @@ NULL_INVERSE_LIMIT = 2.0 ** 10  # trace of the null model's H^-1 (a GWAS null mo
 # Products of K small matrices at once, x (K, m, l) @ y (K, l, r): one opening of
 # the operands' masked differences and one dealer tuple c = a @ b for the whole
 # batch (the per-matrix "matmul" items of mpc.beaver would cost a tuple each).
-
-def _bmatmul_local(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(K, m, l) @ (K, l, r) -> (K, m, r) on field arrays."""
-    out = np.empty((a.shape[0], a.shape[1], b.shape[2], field.LIMBS), dtype=np.uint64)
-    for k in range(a.shape[0]):
-        out[k] = field.matmul(a[k], b[k])
-    return out
-
-
-def _bmatmul_check(req):
-    a, b = MaskSpec.from_wire(req["a"]), MaskSpec.from_wire(req["b"])
-    sa, sb = a.operand_shape, b.operand_shape
-    if len(sa) != 3 or len(sb) != 3 or sa[0] != sb[0] or sa[2] != sb[1]:
-        raise ProtocolError(f"bmatmul request: shapes {sa} and {sb} do not chain")
-    if tuple(req["out"]) != (sa[0], sa[1], sb[2]):
-        raise ProtocolError(f"bmatmul request: output shape {tuple(req['out'])} should be {(sa[0], sa[1], sb[2])}")
-
-
-def _bmatmul_make(req, rebuild, prg):
-    return {"c": _bmatmul_local(rebuild(MaskSpec.from_wire(req["a"])), rebuild(MaskSpec.from_wire(req["b"])))}
-
-
-if "bmatmul" not in KINDS:
-    register_kind("bmatmul", Kind(lambda req: [("c", "field", tuple(req["out"]))], _bmatmul_make, _bmatmul_check))
-
 
 def _mask_share(x: SharedArray) -> np.ndarray:
     return field.sub(x.share, x.mask.d) if x.ctx.leads else x.share
@@ -165,8 +140,8 @@ def products(ctx, items) -> list:
         if op != "bmatmul":
             out.append(next(plain_out))
             continue
-        z = field.add(pending[i]["c"], _bmatmul_local(x.mask.d, y.share))
-        field.add(z, _bmatmul_local(_mask_share(x), y.mask.d), out=z)
+        z = field.add(pending[i]["c"], batched_matmul(x.mask.d, y.share))
+        field.add(z, batched_matmul(_mask_share(x), y.mask.d), out=z)
         out.append(SharedArray(ctx, z, x.frac + y.frac))
     return out
 
@@ -522,7 +497,6 @@ def fit_checks(ctx, last_step: SharedArray, E: SharedArray):
 
 def saturation_bit(ctx, mu: SharedArray) -> SharedArray:
     """[some fitted probability is within 2^-24 of 0 or 1] (16 rounds)."""
-    F = ctx.params.f
     lo, hi = compare.less_than_public(mu, [2.0 ** -24, 1.0 - 2.0 ** -24])
     outside = lo + (1 - hi)
     return compare.less_than_public(outside.sum().reshape(1), 1, bits=40)     # [count < 1]
@@ -1095,7 +1069,6 @@ def _taylor_point(ctx, wh, xt, base, Gamma, b, p, row_bound):
     a narrow comparison) + 1 + 4 (two product levels) + 8 + 1 (clamp μ')."""
     F = ctx.params.f
     Gamma0, b0, (mu0, w0, c2, c3) = base
-    K = b.shape[0]
     dG, db = Gamma - Gamma0, b - b0
     d_bound = row_bound + _log2(CLAMP * math.sqrt(p + 1)) + 0.01   # one clamped step; two for the null base
     d_bound += 1.0
