@@ -118,7 +118,7 @@ class NodeDaemon:
         if op == "ping":
             return {"ok": True, "node": self.me}
         if role == "provider" and op in ("submit_begin", "submit_array", "submit_commit", "submit_abort"):
-            return getattr(self, "_" + op)(name, cmd, array)
+            return getattr(self, "_" + op)(name, ident, cmd, array)
         if role == "analyst" and op == "status":
             return self._status()
         if role == "analyst" and op == "run":
@@ -133,7 +133,19 @@ class NodeDaemon:
                 for p, s in self.store.list().items()}
         return {"ok": True, "node": self.me, "submissions": subs, "busy": self.job is not None}
 
-    def _submit_begin(self, provider, cmd, array):
+    def _upload(self, provider, ident, op):
+        """The staging area of this client's upload (an upload belongs to the connection
+        that began it: a later submit_begin of the same provider supersedes it)."""
+        staging = self.uploads.get(provider)
+        if staging is None:
+            raise ProtocolError(f"{provider}: {op} without an upload in progress (this client began none, "
+                                f"or a newer upload of {provider} superseded it)")
+        if staging.owner != ident:
+            raise ProtocolError(f"{provider}: this upload was superseded by a newer upload of {provider} "
+                                f"(submit_begin from another client); nothing of it is kept")
+        return staging
+
+    def _submit_begin(self, provider, ident, cmd, array):
         self._settle()
         if self.job is not None:
             raise StorageError(f"{self.me} is running a job; submit when it has finished")
@@ -162,24 +174,22 @@ class NodeDaemon:
         meta["snps_fingerprint"] = hashlib.sha256(snps_text.encode()).hexdigest()
         staging = self.store.begin(provider, meta)
         staging.replace = bool(cmd.get("replace"))
+        staging.owner = ident
         staging.write_text("snps.tsv", snps_text)
         self.uploads[provider] = staging
         return {"ok": True}
 
-    def _submit_array(self, provider, cmd, array):
-        staging = self.uploads.get(provider)
-        if staging is None:
-            raise ProtocolError(f"{provider}: submit_array without submit_begin")
+    def _submit_array(self, provider, ident, cmd, array):
+        staging = self._upload(provider, ident, "submit_array")
         name = str(cmd.get("name", ""))
         if array is None or not name or ".." in name or name.startswith("/"):
             raise ProtocolError(f"{provider}: malformed submit_array")
         staging.write_array(name, np.array(array))
         return {"ok": True}
 
-    def _submit_commit(self, provider, cmd, array):
-        staging = self.uploads.pop(provider, None)
-        if staging is None:
-            raise ProtocolError(f"{provider}: submit_commit without submit_begin")
+    def _submit_commit(self, provider, ident, cmd, array):
+        staging = self._upload(provider, ident, "submit_commit")
+        del self.uploads[provider]
         try:
             target = staging.commit(replace=staging.replace)
         except BaseException:
@@ -188,9 +198,10 @@ class NodeDaemon:
         self.log.info("stored submission %s of %s at %s", staging.meta["submission"], provider, target)
         return {"ok": True}
 
-    def _submit_abort(self, provider, cmd, array):
-        staging = self.uploads.pop(provider, None)
-        if staging is not None:
+    def _submit_abort(self, provider, ident, cmd, array):
+        staging = self.uploads.get(provider)
+        if staging is not None and staging.owner == ident:   # never another client's upload
+            del self.uploads[provider]
             staging.abort()
         return {"ok": True}
 
