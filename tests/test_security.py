@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -40,7 +39,7 @@ from parties import keys as keyfiles
 from parties import study as st
 from parties.local import LocalStudy
 from parties.reader import run_analysis
-from parties.service import ClientContext, ServiceClient, ServiceError, unpack
+from parties.service import ClientContext, ServiceError, unpack
 from parties.simulate import simulate
 
 pytestmark = pytest.mark.slow

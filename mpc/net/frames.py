@@ -181,7 +181,7 @@ def data_header(obj, sender: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Hea
         tag, code, shape, nbytes = obj["t"], obj["d"], obj["s"], obj["n"]
     except KeyError as exc:
         raise ProtocolError(f"header from {sender} lacks field {exc}") from None
-    if not isinstance(tag, str) or code not in DTYPES:
+    if not isinstance(tag, str) or not isinstance(code, str) or code not in DTYPES:
         raise ProtocolError(f"header from {sender}: bad tag or unknown dtype {code!r}")
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(isinstance(s, int) and 0 <= s < 2**40 for s in shape)):

@@ -22,11 +22,12 @@ import logging
 import threading
 import time
 
+import msgpack
 import zmq
 import zmq.auth.thread
 from zmq.utils.monitor import recv_monitor_message
 
-from mpc.errors import PeerAborted, PeerTimeout
+from mpc.errors import PeerAborted, PeerTimeout, ProtocolError
 from mpc.net import frames
 from mpc.net.channel import Channel
 
@@ -240,6 +241,33 @@ class ZmqChannel(Channel):
             self.last_seen[sender] = now
             self._heard[sender] = now
             self._deliver(sender, msg[1:])
+
+    def _deliver(self, sender, msg_frames) -> None:
+        """Channel._deliver, except that a malformed message which does not claim
+        this job is logged and dropped.
+
+        A peer's ROUTER socket queues whatever arrives while no job runs, and
+        the next job's channel drains it all: junk from that time must not
+        stop the job.  Every message of a job carries its id (``j``), so a
+        malformed message that names this job is a protocol error; one that
+        names no job, or another, belongs to no one and is dropped."""
+        try:
+            super()._deliver(sender, msg_frames)
+        except PeerAborted:
+            raise
+        except ProtocolError as exc:
+            if self.session is None or self._claims_this_job(msg_frames[0]):
+                raise
+            self.log.warning("%s dropped a malformed message from %s that belongs to no current job: %s",
+                             self.me, sender, exc)
+
+    def _claims_this_job(self, raw) -> bool:
+        try:
+            obj = msgpack.unpackb(bytes(raw)[:frames.MAX_HEADER_BYTES], raw=False, strict_map_key=False,
+                                  max_bin_len=0, max_array_len=64, max_map_len=16, max_str_len=1024)
+        except Exception:  # noqa: BLE001 - garbage: it claims nothing
+            return False
+        return isinstance(obj, dict) and obj.get("j") == self.session
 
     def _watch_links(self) -> None:
         """Note TCP disconnections (and reconnections) of our link to each peer."""
