@@ -19,6 +19,7 @@ who started it.  SIGTERM stops the daemon cleanly: a running job is aborted
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -259,9 +260,13 @@ class NodeDaemon:
             public = analysis.node(ctx, cohort, options)
             ctx.tuples.finish()
             checkpoints.clear()
-            final = {"event": "done", "public": public if self.index == 0 else {},
-                     "traffic": channel.stats.as_dict(), "reveals": ctx.policy.records,
-                     "seconds": time.monotonic() - start}
+            # Public results (SNP lists, QC masks) can be large: they travel as a JSON
+            # payload next to the event, not inside the size-limited command frame.
+            public_json = json.dumps(public if self.index == 0 else {}).encode()
+            final = ({"event": "done", "public_bytes": len(public_json),
+                      "traffic": channel.stats.as_dict(), "reveals": ctx.policy.records,
+                      "seconds": time.monotonic() - start},
+                     np.frombuffer(public_json, dtype=np.uint8))
             self.log.info("job %s (%s) done in %.1f s", job, analysis.name, time.monotonic() - start)
         except BaseException as exc:  # noqa: BLE001 - reported to the analyst, daemon lives on
             self.log.error("job %s failed: %s", job, exc)
@@ -274,7 +279,7 @@ class NodeDaemon:
                 channel.close()
             # The analyst hears the outcome once the channel is closed: a next job may start at once.
             if final is not None:
-                self.events.put((final, None))
+                self.events.put(final if isinstance(final, tuple) else (final, None))
             self.events.put((None, None))  # job over
 
     def _settle(self, wait: float = 0.0) -> None:
@@ -301,7 +306,8 @@ class NodeDaemon:
                 self.job["thread"].join(timeout=5)
                 self.job = None
                 continue
-            self.service.reply(self.job["analyst"], {"ok": True, **event}, array)
+            is_field = array is not None and array.dtype == np.uint64 and array.shape[-1:] == (2,)
+            self.service.reply(self.job["analyst"], {"ok": True, **event}, array, is_field=is_field)
 
 
 def _checked_meta(provider: str, meta) -> dict:

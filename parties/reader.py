@@ -151,8 +151,8 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
                     shares.setdefault(key, []).append(np.array(array))
                     metas[key] = event["meta"]
                 elif kind == "done":
-                    if event.get("public"):
-                        result.public = event["public"]
+                    if name == nodes[0].peer and array is not None:
+                        result.public = json.loads(bytes(array))      # node 0 reports the public results
                     result.traffic[name] = event.get("traffic", {})
                     if name == nodes[0].peer:
                         result.reveals = event.get("reveals", [])
