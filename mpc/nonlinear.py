@@ -58,7 +58,7 @@ from mpc.compare import (Circuit, DecomposeCircuit, LessThanCircuit, Level, bits
                          xor_public)
 from mpc.shared import SharedArray
 from mpc.triples import n_words
-from mpc.truncate import truncate_many
+from mpc.truncate import max_bits as _max_trunc_bits, rescale_many
 
 # ------------------------------------------------------------ polynomial coefficients
 # Degree 12 on s in [-1, 1] (m = (s + 3) / 4 in [0.5, 1]); max error in comments.
@@ -105,7 +105,7 @@ def _internal_frac(params) -> int:
 
 def _max_bits(params) -> int:
     """Largest `bits` a truncation accepts: bits + sigma + 1 <= 126."""
-    return 125 - params.sigma
+    return _max_trunc_bits(params)
 
 
 def _sa(ctx, share, frac=0) -> SharedArray:
@@ -134,20 +134,7 @@ def _lin(ctx, terms, const: int = 0, n: int | None = None) -> np.ndarray:
 def _trunc(ctx, items) -> list:
     """truncate_many over (SharedArray, shift, bits) with shift <= 0 meaning an exact
     scale up by 2^-shift (so the caller's formulas hold for any format)."""
-    todo, out = [], [None] * len(items)
-    for i, (x, shift, bits) in enumerate(items):
-        if shift <= 0:
-            out[i] = _sa(x.ctx, field.mul_pow2(x.share, -shift), x.frac - shift)
-        else:
-            if bits > _max_bits(ctx.params):
-                raise ValueError(f"internal: a {bits}-bit truncation exceeds the masking budget")
-            todo.append((i, x, shift, bits))
-    if todo:
-        res = truncate_many(ctx, [x for _, x, _, _ in todo], [s for _, _, s, _ in todo],
-                            [b for _, _, _, b in todo])
-        for (i, _, _, _), r in zip(todo, res):
-            out[i] = r
-    return out
+    return rescale_many(ctx, items)
 
 
 def _unit_bits(params) -> int:

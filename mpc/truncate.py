@@ -70,5 +70,32 @@ def truncate_many(ctx, xs, shifts, bits=None) -> list:
     return out
 
 
+def max_bits(params) -> int:
+    """The widest truncation input the masking budget allows: bits + sigma + 1 <= 126."""
+    return 125 - params.sigma
+
+
+def rescale_many(ctx, items) -> list:
+    """Scale each x by 2^-shift, one round for the batch: items are (x, shift, bits).
+
+    shift > 0 truncates (bits bounds the input as in truncate_many, checked
+    against the budget); shift <= 0 is an exact, local scale-up by 2^-shift.
+    The result has frac x.frac - shift."""
+    out, todo = [None] * len(items), []
+    for i, (x, shift, bits) in enumerate(items):
+        if shift <= 0:
+            out[i] = x.rescale_exact(x.frac - shift)
+            continue
+        if bits > max_bits(ctx.params):
+            raise ValueError(f"internal: a {bits}-bit truncation exceeds the masking budget "
+                             f"({max_bits(ctx.params)} bits with sigma = {ctx.params.sigma})")
+        todo.append((i, x, shift, bits))
+    if todo:
+        res = truncate_many(ctx, [t[1] for t in todo], [t[2] for t in todo], [t[3] for t in todo])
+        for (i, _, _, _), r in zip(todo, res):
+            out[i] = r
+    return out
+
+
 def truncate(x: SharedArray, shift: int, bits: int | None = None) -> SharedArray:
     return truncate_many(x.ctx, [x], [shift], bits)[0]

@@ -124,10 +124,6 @@ def _spread(x: SharedArray, m: int) -> SharedArray:
     return _sa(x.ctx, share, x.frac)
 
 
-def _max_trunc_bits(ctx) -> int:
-    return 125 - ctx.params.sigma
-
-
 def _max_compare_bits(ctx) -> int:
     return 126 - ctx.params.sigma - max(1, math.ceil(math.log2(ctx.n))) - 1
 
@@ -138,24 +134,9 @@ def _refrac(ctx, items) -> list:
     items: (x, frac, log2_bound) with |value of x| <= 2^log2_bound.  Going
     down truncates (the bound sets the truncation's masking width, checked
     against the budget); going up is exact and local."""
-    from mpc.truncate import truncate_many
+    from mpc.truncate import rescale_many
 
-    out = [None] * len(items)
-    todo = []
-    for i, (x, frac, log2_bound) in enumerate(items):
-        if frac >= x.frac:
-            out[i] = x.rescale_exact(frac) if frac > x.frac else x
-            continue
-        bits = int(log2_bound) + x.frac + 2
-        if bits > _max_trunc_bits(ctx):
-            raise AssertionError(f"internal: a {bits}-bit truncation exceeds the masking budget")
-        todo.append((i, x, x.frac - frac, bits))
-    if todo:
-        res = truncate_many(ctx, [x for _, x, _, _ in todo], [s for _, _, s, _ in todo],
-                            [b for _, _, _, b in todo])
-        for (i, _, _, _), r in zip(todo, res):
-            out[i] = r
-    return out
+    return rescale_many(ctx, [(x, x.frac - frac, int(log2_bound) + x.frac + 2) for x, frac, log2_bound in items])
 
 
 def _at_frac(x: SharedArray, frac: int) -> SharedArray:
