@@ -173,13 +173,21 @@ def _disclosed(ctx, mask, name):
     return None if value is None else np.asarray(value, dtype=int).tolist()
 
 
+GWAS_OPTIONS = (
+    ("--assoc-chunk-snps", dict(type=int, default=None,
+                                help="tested SNPs per association chunk, each checkpointed when done "
+                                     f"(default {assoc_protocol.CHUNK_SNPS})")),
+)
+
+
 def _gwas_node(ctx, cohort, options):
     qc, pcs, y, kind, cov, names, public = gwas_inputs(ctx, cohort, options)
     if pcs is not None and ctx.policy.allows("gwas.pcs", "analyst"):
         output(ctx, pcs, "gwas.pcs")
     if kind == "quantitative":
         y = assoc_protocol.standardise(ctx, y)
-    res = assoc_protocol.trend_test(ctx, cohort, qc, y, pcs=pcs, covariates=cov, covariate_names=names)
+    res = assoc_protocol.trend_test(ctx, cohort, qc, y, pcs=pcs, covariates=cov, covariate_names=names,
+                                    chunk_snps=int(options.get("assoc_chunk_snps") or assoc_protocol.CHUNK_SNPS))
     public["tested"] = res.snp_mask.tolist()
     return public
 
@@ -250,7 +258,8 @@ ANALYSES = {
                      _freq_node, _freq_finalize, freq_protocol.POLICY),
     "gwas": Analysis("gwas", "QC, PCA and the covariate-adjusted trend test for every kept SNP",
                      _gwas_node, _gwas_finalize,
-                     {**qc_protocol.POLICY, **pca_protocol.POLICY, **assoc_protocol.POLICY}, QC_OPTIONS),
+                     {**qc_protocol.POLICY, **pca_protocol.POLICY, **assoc_protocol.POLICY},
+                     tuple(QC_OPTIONS) + GWAS_OPTIONS),
     "logrank": analysis_logrank.ANALYSIS,
 }
 

@@ -18,6 +18,13 @@ with site-mean imputation).  Protocol:
    by N1 first so the inverse square roots work near 1.
 6. r is output to the analyst only (policy ``gwas.r``); CHISQ = N1 r², P and
    the genomic-control λ are computed by the analyst in plaintext.
+
+Checkpoints (a job resumed after a crash, parties.checkpoint): the basis V,
+ỹ and s_yy after step 2 (``association``), then steps 3-5 run over chunks of
+whole SNP blocks of about ``chunk_snps`` tested SNPs each, and every chunk's
+r is kept (``association.<c>``).  A chunk costs the rounds of steps 3-5
+(about 30), so a cohort of fewer than ``chunk_snps`` tested SNPs runs as one
+chunk, exactly as without checkpoints.
 """
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
 
 POLICY = {"gwas.r": ("analyst",), "gwas.covariate_check": ("nodes", "analyst")}
+CHUNK_SNPS = 65536
+"""Tested SNPs per association chunk (each chunk is checkpointed when it is done)."""
 
 
 @dataclass
@@ -80,44 +89,83 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24
     return orth(ctx, C, ns_iters, bound=float(C.shape[1]))
 
 
+def snp_chunks(cohort, snp_mask, chunk_snps: int = CHUNK_SNPS) -> list:
+    """Public masks of consecutive groups of whole SNP blocks, each with at least
+    `chunk_snps` of the SNPs in `snp_mask` (the last one: the rest); empty groups
+    are left out."""
+    snp_mask = np.asarray(snp_mask, dtype=bool)
+    out, current = [], np.zeros_like(snp_mask)
+    for j0, j1 in cohort.blocks:
+        current[j0:j1] = snp_mask[j0:j1]
+        if current.sum() >= max(1, chunk_snps):
+            out.append(current)
+            current = np.zeros_like(snp_mask)
+    if current.any():
+        out.append(current)
+    return out or [snp_mask]
+
+
+def _chunk_r(ctx, cohort, qc, mask, V, y_res, syy, n1: int) -> SharedArray:
+    """Steps 3-5 for the SNPs of one chunk: r over the chunk's tested SNPs."""
+    K = V.shape[1]
+    # Step 3: one pass, Zᵀ [V, ỹ], at the study's 28 fractional bits (values up to ~2 N1).
+    big = Params(k=49, f=ctx.params.f, sigma=ctx.params.sigma)
+    Z = GenotypeMatrix(ctx, cohort, qc.sample_keep, mask)
+    ztu = Z.zt_times(concatenate([V, y_res], axis=1), ctx.params.f, big)      # (M_c, K + 1)
+    a, sxy = ztu[:, :K], ztu[:, K]
+    # Step 4: x_jᵀ x_j from exact counts and the providers' imputation values.
+    idx = np.flatnonzero(mask)
+    alt, c1 = qc.alt[idx], qc.c1[idx]
+    miss_p = Z.column_sums(("missing",))["missing"]
+    means = Z.provider_means()
+    mu2 = beaver.fixed_products(ctx, [("square", mu, None) for mu in means])
+    fill = beaver.products(ctx, [("mul", m2, mp) for m2, mp in zip(mu2, miss_p)])  # exact: miss integer
+    xx = (alt * 2 - c1).rescale_exact(ctx.params.f)
+    for t in fill:
+        xx = xx + t
+    a2 = beaver.fsquare(a).sum(axis=1)
+    # Step 5: everything over N1, then r = sxy / sqrt(sxx syy).
+    sxx_n, sxy_n, syy_n = scale_public(ctx, [xx - a2, sxy, syy], [1.0 / n1] * 3)
+    inv = nonlinear.inv_sqrt(concatenate([sxx_n, syy_n.reshape(1)]))
+    inv_x, inv_y = inv[:-1], inv[-1:]
+    return beaver.fmul(beaver.fmul(sxy_n, inv_x), broadcast(inv_y, sxy_n.shape))
+
+
 def trend_test(ctx, cohort, qc, y: SharedArray, pcs=None, covariates=None, covariate_names=(),
-               ns_iters: int = 24) -> TrendResult:
+               ns_iters: int = 24, chunk_snps: int = CHUNK_SNPS) -> TrendResult:
     """Steps 1-6 over the kept samples; y and covariates have N1 rows (kept samples)."""
     n1 = qc.n_kept
     fmt = wide(ctx.params)
     f = fmt.f
     snp_mask = qc.pca_ok                      # kept and polymorphic: a defined statistic
     with ctx.phase("association"):
-        V = adjustment_basis(ctx, pcs, covariates, n1, covariate_names, ns_iters)
-        K = V.shape[1]
-        # Step 2: residual phenotype.
-        y = to_frac(y, f)
-        vty = beaver.fixed_products(ctx, [("matmul", V.T, y.reshape(-1, 1))], fmt=fmt)[0]
-        fitted = beaver.fixed_products(ctx, [("matmul", V, vty)], fmt=fmt)[0]
-        y_res = y.reshape(-1, 1) - fitted                                           # (N1, 1)
-        # Step 3: one pass, Zᵀ [V, ỹ], at the study's 28 fractional bits (values up to ~2 N1).
-        big = Params(k=49, f=ctx.params.f, sigma=ctx.params.sigma)
-        Z = GenotypeMatrix(ctx, cohort, qc.sample_keep, snp_mask)
-        ztu = Z.zt_times(concatenate([V, y_res], axis=1), ctx.params.f, big)      # (M, K + 1)
-        a, sxy = ztu[:, :K], ztu[:, K]
-        ctx.progress("association", 1, 3)
-        # Step 4: x_jᵀ x_j from exact counts and the providers' imputation values.
-        idx = np.flatnonzero(snp_mask)
-        alt, c1 = qc.alt[idx], qc.c1[idx]
-        miss_p = Z.column_sums(("missing",))["missing"]
-        means = Z.provider_means()
-        mu2 = beaver.fixed_products(ctx, [("square", mu, None) for mu in means])
-        fill = beaver.products(ctx, [("mul", m2, mp) for m2, mp in zip(mu2, miss_p)])  # exact: miss integer
-        xx = (alt * 2 - c1).rescale_exact(ctx.params.f)
-        for t in fill:
-            xx = xx + t
-        a2 = beaver.fsquare(a).sum(axis=1)
-        syy = beaver.fsquare(y_res.reshape(-1), frac=ctx.params.f, fmt=fmt).sum()
-        # Step 5: everything over N1, then r = sxy / sqrt(sxx syy).
-        sxx_n, sxy_n, syy_n = scale_public(ctx, [xx - a2, sxy, syy], [1.0 / n1] * 3)
-        inv = nonlinear.inv_sqrt(concatenate([sxx_n, syy_n.reshape(1)]))
-        inv_x, inv_y = inv[:-1], inv[-1:]
-        r = beaver.fmul(beaver.fmul(sxy_n, inv_x), broadcast(inv_y, sxy_n.shape))
-        ctx.progress("association", 3, 3)
+        # What the caller revealed or output before this phase, it does again on a resumed
+        # run: close it off here, so that the checkpoints below hold only this phase's own.
+        ctx.save("association.begin", {})
+        saved = ctx.resume("association")
+        if saved is None:
+            V = adjustment_basis(ctx, pcs, covariates, n1, covariate_names, ns_iters)
+            # Step 2: residual phenotype.
+            y = to_frac(y, f)
+            vty = beaver.fixed_products(ctx, [("matmul", V.T, y.reshape(-1, 1))], fmt=fmt)[0]
+            fitted = beaver.fixed_products(ctx, [("matmul", V, vty)], fmt=fmt)[0]
+            y_res = y.reshape(-1, 1) - fitted                                       # (N1, 1)
+            syy = beaver.fsquare(y_res.reshape(-1), frac=ctx.params.f, fmt=fmt).sum()
+            ctx.save("association", {"V": V, "y_res": y_res, "syy": syy})
+        else:
+            V, y_res, syy = saved["V"], saved["y_res"], saved["syy"]
+        # Steps 3-5, chunk by chunk.
+        chunks = snp_chunks(cohort, snp_mask, chunk_snps)
+        parts = []
+        for c, mask in enumerate(chunks):
+            saved = ctx.resume(f"association.{c}")
+            if saved is None:
+                r_c = _chunk_r(ctx, cohort, qc, mask, V, y_res, syy, n1)
+                ctx.save(f"association.{c}", {"r": r_c})
+            else:
+                r_c = saved["r"]
+            parts.append(r_c)
+            ctx.progress("association", c + 1, len(chunks))
+        r = parts[0] if len(parts) == 1 else concatenate(parts)
         output(ctx, r, "gwas.r")
     return TrendResult(snp_mask=snp_mask, n_samples=n1)

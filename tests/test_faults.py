@@ -7,7 +7,8 @@ without faults: the baseline.  Then, one fault at a time, each at a random
 moment (seed printed; ``MPCGWAS_FAULT_SEED`` replays it) inside a known phase:
 
 - the dealer is SIGKILLed during PCA (after every node checkpointed QC);
-- node1 is SIGKILLed during the association test (after PCA was checkpointed);
+- node1 is SIGKILLed during the association test (after two of its four
+  chunks were checkpointed);
 - node2 is frozen (SIGSTOP: alive, silent) during PCA, then thawed;
 - node0 gets SIGTERM during PCA (a clean stop of the daemon mid-job);
 - a stored array on node0 is corrupted;
@@ -18,7 +19,8 @@ timed against the kill; the daemons themselves stay up and serve the next
 job) with an error naming the failed peer and the phase; the analyst's run
 raises ServiceError within its bound.  After restarting the killed daemon,
 re-running the same command resumes on every node from the last completed
-phase ("resumed qc / pca from its checkpoint" in every node's log) and gives
+phase or association chunk ("resumed qc / pca / association.1 from its
+checkpoint" in every node's log) and gives
 the baseline's results: identical QC keep sets, sample counts and reveal log,
 and the trend statistic within a stated tolerance: the correlation r
 (CHISQ = N1 r^2) within 1e-6, CHISQ within a relative 1e-5 where it exceeds 10
@@ -64,7 +66,8 @@ R_ATOL = 1e-6
 CHISQ_RTOL = 1e-5
 OPTIONS = {"pheno": "CASE", "covar_names": "AGE", "mind": 0.1, "geno": 0.1, "maf": 0.01, "hwe": 1e-6,
            "het_min": None, "het_max": None, "het_sd": None, "pcs": 3, "pca_oversample": 3,
-           "pca_iters": 3, "pca_eig_iters": 8, "ld_dist": 100000, "pca_seed": 3}
+           "pca_iters": 3, "pca_eig_iters": 8, "ld_dist": 100000, "pca_seed": 3,
+           "assoc_chunk_snps": 64}      # association in 4 checkpointed chunks (one 128-SNP block each)
 NODES = ("node0", "node1", "node2")
 
 SEED = int(os.environ.get("MPCGWAS_FAULT_SEED", time.time_ns() % 2**31))
@@ -225,12 +228,14 @@ def _restart(study, name):
     study.start(name)
 
 
-def _resume_and_compare(world, out, phase):
+def _resume_and_compare(world, out, phases):
+    """Re-run the command: every node resumes `phases`, and the results are the baseline's."""
     study = world["study"]
-    before = {n: _log(study, n).count(f"resumed {phase} from its checkpoint") for n in NODES}
+    before = {(n, p): _log(study, n).count(f"resumed {p} from its checkpoint") for n in NODES for p in phases}
     summary = study.run("gwas", out, **OPTIONS)
     for n in NODES:
-        assert _log(study, n).count(f"resumed {phase} from its checkpoint") == before[n] + 1, n
+        for p in phases:
+            assert _log(study, n).count(f"resumed {p} from its checkpoint") == before[n, p] + 1, (n, p)
         assert not list((_data(study, n) / "checkpoints").glob("*/*.ckpt")), "checkpoints are cleared"
     _assert_same_results(world, summary, out)
     _assert_storage_verifies(study)
@@ -255,14 +260,15 @@ def test_dealer_killed_during_pca_then_resume(world):
     print(f"dealer killed during PCA: jobs stopped after {times} s, analyst after {analyst:.2f} s")
     world["stopped"]["dealer SIGKILL"] = {**times, "analyst": round(analyst, 2)}
     _restart(study, "dealer")
-    _resume_and_compare(world, root / "dealer_resumed", "qc")
+    _resume_and_compare(world, root / "dealer_resumed", ["qc"])
 
 
 def test_node_killed_during_association_then_resume(world):
     study, root = world["study"], world["root"]
     run = Background(study, "gwas", root / "node_kill", OPTIONS)
-    _wait_for(lambda: all(_checkpoints(study, n, "pca") for n in NODES), 60, "PCA checkpoints", run)
-    time.sleep(RNG.uniform(0.0, 0.1))
+    # Association runs in 4 chunks, each checkpointed: kill once every node has kept the second.
+    _wait_for(lambda: all(_checkpoints(study, n, "association.1") for n in NODES), 60,
+              "association checkpoints", run)
     since, start = time.time(), time.monotonic()
     os.kill(study.procs["node1"].pid, signal.SIGKILL)
     run.join()
@@ -274,7 +280,8 @@ def test_node_killed_during_association_then_resume(world):
     print(f"node1 killed during association: jobs stopped after {times} s, analyst after {analyst:.2f} s")
     world["stopped"]["node1 SIGKILL"] = {**times, "analyst": round(analyst, 2)}
     _restart(study, "node1")
-    _resume_and_compare(world, root / "node_resumed", "pca")
+    _resume_and_compare(world, root / "node_resumed", ["qc", "pca", "association", "association.0",
+                                                       "association.1"])
 
 
 def test_silent_node_stops_the_job_everywhere(world):
@@ -321,7 +328,7 @@ def test_sigterm_mid_job_stops_the_daemon_cleanly_then_resume(world):
     print(f"node0 SIGTERM during PCA: exited after {exited:.2f} s, jobs stopped after {times} s")
     world["stopped"]["node0 SIGTERM"] = {**times, "node0 exit": round(exited, 2)}
     _restart(study, "node0")
-    _resume_and_compare(world, root / "term_resumed", "qc")
+    _resume_and_compare(world, root / "term_resumed", ["qc"])
 
 
 def test_corrupted_array_is_a_storage_error_and_replace_repairs_it(world):
