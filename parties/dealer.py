@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 
-from mpc.errors import MpcError, ProtocolError
+from mpc.errors import ProtocolError
 from mpc.net.zmq_channel import ZmqChannel
 from parties.jobs import dealer_job
-from parties.service import ServiceServer, daemon_context, peer_server, unpack
+from parties.service import ServiceServer, daemon_context, peer_server
 from parties.storage import SeedStore
 from parties.study import DEALER
 
@@ -39,22 +38,7 @@ class DealerDaemon:
             while not self.stop.is_set():
                 if self.job is not None and not self.job["thread"].is_alive():
                     self.job = None
-                got = self.service.recv(100)
-                if got is None:
-                    continue
-                ident, name, frames_ = got
-                try:
-                    cmd, _ = unpack(frames_, name)
-                    reply = self.handle(name, cmd)
-                except (MpcError, ValueError, KeyError, TypeError) as exc:
-                    self.log.warning("request from %s refused: %s", name, exc)
-                    reply = {"ok": False, "error": str(exc)}
-                except Exception as exc:  # noqa: BLE001 - a bad request never stops the daemon
-                    self.log.error("request from %s failed: %s: %s\n%s", name, type(exc).__name__, exc,
-                                   traceback.format_exc())
-                    reply = {"ok": False, "error": f"the dealer could not handle the request: "
-                                                   f"{type(exc).__name__}: {exc}"}
-                self.service.reply(ident, reply)
+                self.service.serve_one(100, lambda name, ident, cmd, array: self.handle(name, cmd), "the dealer")
         finally:
             self.shutdown()
 

@@ -34,7 +34,7 @@ from parties.analyses import ANALYSES
 from parties.checkpoint import Checkpoints, job_key
 from parties.cohort import SnpInfo, StoredCohort
 from parties.jobs import node_context
-from parties.service import ServiceServer, daemon_context, peer_server, unpack
+from parties.service import ServiceServer, daemon_context, peer_server
 from parties.storage import NodeStore
 from parties.study import DEALER
 
@@ -74,23 +74,7 @@ class NodeDaemon:
         try:
             while not self.stop.is_set():
                 self._forward_events()
-                got = self.service.recv(100)
-                if got is None:
-                    continue
-                ident, name, frames_ = got
-                try:
-                    cmd, array = unpack(frames_, name)
-                    reply = self.handle(name, ident, cmd, array)
-                except (MpcError, ValueError, KeyError, TypeError) as exc:
-                    self.log.warning("request from %s refused: %s", name, exc)
-                    reply = {"ok": False, "error": str(exc)}
-                except Exception as exc:  # noqa: BLE001 - a bad request never stops the daemon
-                    self.log.error("request from %s failed: %s: %s\n%s", name, type(exc).__name__, exc,
-                                   traceback.format_exc())
-                    reply = {"ok": False, "error": f"{self.me} could not handle the request: "
-                                                   f"{type(exc).__name__}: {exc}"}
-                if reply is not None:
-                    self.service.reply(ident, reply)
+                self.service.serve_one(100, self.handle, self.me)
         finally:
             self.shutdown()
 

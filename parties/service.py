@@ -21,6 +21,7 @@ handshake (encrypted) and is known only to the client that drew it.
 from __future__ import annotations
 
 import logging
+import traceback
 import secrets
 import time
 
@@ -103,6 +104,28 @@ class ServiceServer:
         else:
             name = base
         return ident, name, msg[1:]
+
+    def serve_one(self, timeout_ms: int, handle, who: str) -> None:
+        """Answer at most one request: unpack it, call handle(name, ident, cmd, array)
+        and send its reply (None: no reply).  A refused request (a user or peer
+        mistake) gets its error; anything else is logged with its traceback and
+        refused too: a bad request never ends the daemon."""
+        got = self.recv(timeout_ms)
+        if got is None:
+            return
+        ident, name, frames_ = got
+        try:
+            cmd, array = unpack(frames_, name)
+            reply = handle(name, ident, cmd, array)
+        except (MpcError, ValueError, KeyError, TypeError) as exc:
+            self.log.warning("request from %s refused: %s", name, exc)
+            reply = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a bad request never stops the daemon
+            self.log.error("request from %s failed: %s: %s\n%s", name, type(exc).__name__, exc,
+                           traceback.format_exc())
+            reply = {"ok": False, "error": f"{who} could not handle the request: {type(exc).__name__}: {exc}"}
+        if reply is not None:
+            self.reply(ident, reply)
 
     def reply(self, ident: bytes, cmd: dict, array: np.ndarray | None = None, is_field: bool = True):
         self.sock.send_multipart([ident] + pack(cmd, array, is_field), copy=False)
