@@ -10,8 +10,9 @@ providers have submitted.  Then:
   with random or wrong-role commands and random fields, submission metadata
   with bad ids, counts and block lists, array headers with wrong or unknown
   dtypes, negative, huge or mismatched shapes and sizes, truncated or
-  oversized payloads, non-canonical field elements, and byte-flipped copies
-  of valid requests.  After every example a second client (site2) must get
+  oversized payloads, non-canonical field elements, byte-flipped copies of
+  valid requests, and a frame over the size limit (which closes that
+  connection).  After every example a second client (site2) must get
   an answer to ``ping`` within 5 s (no crash, no hang);
 - **peer sockets**: node1's key (a node's peer link, the only kind of key
   node0's and the dealer's peer sockets admit) sends random and mutated
@@ -39,7 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from mpc.net import frames
-from mpc.net.zmq_channel import make_client
+from mpc.net.zmq_channel import MAX_FRAME_BYTES, make_client
 from parties import keys as keyfiles
 from parties.local import LocalStudy
 from parties.service import ServiceClient
@@ -276,6 +277,14 @@ def test_fuzz_service_socket(world):
         time.sleep(0.2)
         while fuzz.poll(0):
             replies.append(fuzz.recv_multipart())
+        # A frame over the size limit: ZeroMQ drops it and closes that connection (no reply, no buffering).
+        monitor = fuzz.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        COUNTS["service"] += 1
+        fuzz.send_multipart([msgpack.packb({"cmd": "ping"}), b"\x00" * (MAX_FRAME_BYTES + 1)])
+        assert monitor.poll(10_000), "the oversized frame did not close the connection"
+        fuzz.disable_monitor()
+        monitor.close(0)
+        _alive(world)
     finally:
         fuzz.close(0)
     took = time.monotonic() - start

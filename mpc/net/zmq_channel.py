@@ -32,6 +32,11 @@ from mpc.net import frames
 from mpc.net.channel import Channel
 
 HB_SUFFIX = "#hb"
+MAX_FRAME_BYTES = 64 << 20
+"""Largest frame a server socket accepts (ZMQ_MAXMSGSIZE): every frame a party
+sends is a small header or a payload chunk of at most frames.CHUNK_BYTES, so a
+bigger one is hostile or broken; ZeroMQ drops it and closes that connection
+before buffering it (the sender may reconnect)."""
 ZERO_COPY_BYTES = 64 << 10
 ZAP_DOMAIN = "mpcgwas"
 PEER_ZAP_DOMAIN = "mpcgwas-peer"      # peer sockets: computation nodes and the dealer only
@@ -89,12 +94,15 @@ def start_authenticator(context: zmq.Context, ring: KeyRing, log: logging.Logger
     return auth
 
 
-def make_server(context, endpoint: str, keys, *, linger: int = 1000, zap_domain: str = ZAP_DOMAIN):
+def make_server(context, endpoint: str, keys, *, linger: int = 1000, zap_domain: str = ZAP_DOMAIN,
+                max_frame: int = MAX_FRAME_BYTES):
     """A bound ROUTER (CURVE server when keys = (public, secret)).
 
-    `zap_domain` picks who may connect (see ``start_authenticator``)."""
+    `zap_domain` picks who may connect (see ``start_authenticator``); a frame
+    over `max_frame` bytes closes the sender's connection."""
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, linger)
+    sock.setsockopt(zmq.MAXMSGSIZE, max(max_frame, 2 * frames.CHUNK_BYTES))
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
