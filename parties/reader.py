@@ -7,7 +7,8 @@
    Nodes send an ``alive`` event every second while a job runs, so a node
    that says nothing for ``timeout`` seconds is gone; once one node has
    reported an error, the others get ``study.timeout`` more seconds to
-   report theirs (a dead node never will).
+   report theirs (a dead node never will); a node whose connection closed
+   and stayed closed for DISCONNECT_GRACE seconds is gone at once.
 4. Reconstruct each output by adding the nodes' shares — the only place the
    results exist in the clear — and let the analysis write its files and its
    entry in ``OUT/summary.json``.
@@ -27,7 +28,7 @@ import numpy as np
 from mpc import field
 from mpc.errors import InputError
 from parties.analyses import ANALYSES
-from parties.service import ClientContext, ServiceError
+from parties.service import DISCONNECT_GRACE, ClientContext, ServiceError
 from parties.storage import atomic_write_json
 
 log = logging.getLogger("mpcgwas.analyst")
@@ -133,7 +134,12 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
             for name, c in list(pending.items()):
                 if not c.sock.poll(50):
                     now = time.monotonic()
-                    if now - last[name] > silence:
+                    lost = c.connection_lost()
+                    if lost is not None and lost > DISCONNECT_GRACE:
+                        errors.append(f"{name}: its connection closed {lost:.1f} s ago (did {name} stop?)")
+                        failed_at = failed_at or now
+                        del pending[name]
+                    elif now - last[name] > silence:
                         errors.append(f"{name}: no news for {silence:g} s")
                         del pending[name]
                     elif failed_at is not None and now - max(last[name], failed_at) > study.timeout:

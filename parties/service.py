@@ -28,6 +28,7 @@ import time
 import msgpack
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from mpc.errors import MpcError, ProtocolError
 from mpc.net import frames
@@ -134,8 +135,18 @@ class ServiceServer:
         self.sock.close()
 
 
+DISCONNECT_GRACE = 2.0
+"""Seconds a client's closed connection to a daemon may stay closed before the
+daemon is taken for gone (a restarted daemon is back well within it)."""
+
+
 class ServiceClient:
-    """A client's connection to one daemon's service socket."""
+    """A client's connection to one daemon's service socket.
+
+    A daemon whose process ends closes its TCP connection; a monitor sees
+    that, so a wait for its answer ends DISCONNECT_GRACE seconds later
+    instead of after the whole `timeout` (which bounds a daemon that is up
+    but silent, or slow on a large request)."""
 
     def __init__(self, context, endpoint: str, me: str, peer: str, keys=None, server_key=None,
                  timeout: float = 30.0):
@@ -144,16 +155,38 @@ class ServiceClient:
         # A routing id no other party can guess (see the module docstring).
         self.routing_id = f"{me}.{secrets.token_hex(8)}"
         self.sock = make_client(context, endpoint, self.routing_id, keys, server_key, linger=2000)
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._lost = None
 
     def send(self, cmd: dict, array: np.ndarray | None = None, is_field: bool = True) -> None:
         self.sock.send_multipart(pack(cmd, array, is_field), copy=False)
 
+    def connection_lost(self) -> float | None:
+        """Seconds since the connection to the daemon closed and stayed closed, or None."""
+        while self._monitor is not None:
+            try:
+                event = recv_monitor_message(self._monitor, flags=zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                break
+            if event == zmq.EVENT_DISCONNECTED:
+                self._lost = self._lost or time.monotonic()
+            elif event == zmq.EVENT_CONNECTED:
+                self._lost = None
+        return None if self._lost is None else time.monotonic() - self._lost
+
     def recv(self, timeout: float | None = None):
-        """(reply, array) or ServiceError if the daemon is silent for `timeout` s."""
+        """(reply, array); ServiceError if the daemon is silent for `timeout` s or its
+        connection closed more than DISCONNECT_GRACE s ago."""
         timeout = self.timeout if timeout is None else timeout
-        if not self.sock.poll(int(timeout * 1000)):
-            raise ServiceError(f"no answer from {self.peer} within {timeout:g} s "
-                               f"(is it running, and is this party's key in the study?)")
+        deadline = time.monotonic() + timeout
+        while not self.sock.poll(int(1000 * min(0.25, max(0.0, deadline - time.monotonic())))):
+            lost = self.connection_lost()
+            if lost is not None and lost > DISCONNECT_GRACE:
+                raise ServiceError(f"no answer from {self.peer}: its connection closed {lost:.1f} s ago "
+                                   f"and did not come back (did it stop?)")
+            if time.monotonic() >= deadline:
+                raise ServiceError(f"no answer from {self.peer} within {timeout:g} s "
+                                   f"(is it running, and is this party's key in the study?)")
         reply, array = unpack(self.sock.recv_multipart(copy=False), self.peer)
         return reply, array
 
@@ -167,6 +200,13 @@ class ServiceClient:
         return reply, out
 
     def close(self):
+        if self._monitor is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
         self.sock.close()
 
 

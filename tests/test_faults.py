@@ -12,6 +12,7 @@ moment (seed printed; ``MPCGWAS_FAULT_SEED`` replays it) inside a known phase:
 - node2 is frozen (SIGSTOP: alive, silent) during PCA, then thawed;
 - node0 gets SIGTERM during PCA (a clean stop of the daemon mid-job);
 - a stored array on node0 is corrupted;
+- node2 is SIGKILLed while a provider uploads to it;
 - a provider's ``submit`` process is SIGKILLed mid-upload.
 
 Each time: every surviving party's job ends within the bound (their logs are
@@ -49,6 +50,7 @@ import numpy as np
 import pytest
 
 from parties.local import LocalStudy
+from parties.provider import submit
 from parties.service import ClientContext, ServiceError
 from parties.simulate import simulate
 from parties.storage import NodeStore, Submission
@@ -354,6 +356,43 @@ def test_corrupted_array_is_a_storage_error_and_replace_repairs_it(world):
     summary = study.run("freq", root / "repaired")
     assert (root / "repaired" / "freq.tsv").read_text() == (root / "baseline_freq" / "freq.tsv").read_text()
     assert summary["n_samples"] == world["freq"]["n_samples"]
+
+
+def test_node_killed_mid_submission(world):
+    study, root = world["study"], world["root"]
+    before = study.status()
+    result = {}
+
+    def upload():
+        try:
+            result["summary"] = submit(study.study, root / "big" / "site1", "site4")
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            result["error"] = exc
+        result["ended"] = time.monotonic()
+
+    worker = threading.Thread(target=upload, daemon=True)
+    worker.start()
+    staging = _data(study, "node2") / "staging"
+    _wait_for(lambda: list(staging.glob("site4.*/*.arr")) or not worker.is_alive(), 60, "the upload to start")
+    assert worker.is_alive(), result
+    time.sleep(RNG.uniform(0.0, 0.3))
+    start = time.monotonic()
+    os.kill(study.procs["node2"].pid, signal.SIGKILL)
+    worker.join(60)
+    assert not worker.is_alive()
+    provider = result["ended"] - start
+    error = result.get("error")
+    assert isinstance(error, ServiceError) and "node2" in str(error), error
+    assert provider <= DAEMON_BOUND, provider
+    print(f"node2 killed mid-upload: the provider stopped after {provider:.2f} s: {error}")
+    world["stopped"]["node2 SIGKILL mid-upload"] = {"provider": round(provider, 2)}
+    # The other nodes dropped the half upload (the provider's abort); nothing was committed anywhere.
+    for node in ("node0", "node1"):
+        assert not list((_data(study, node) / "staging").glob("site4.*")), node
+    _restart(study, "node2")               # its start-up recovery removes its own half upload
+    assert not list(staging.glob("site4.*"))
+    assert [a["submissions"] for a in study.status()] == [b["submissions"] for b in before]
+    _assert_storage_verifies(study)
 
 
 def test_provider_killed_mid_submission(world):
