@@ -169,17 +169,20 @@ class MatmulSum:
         dropped in turn), then the dealer's correction."""
         ctx = self.ctx
         z = None
-        for x, y in self.pairs:
+        frac = self.pairs[0][0].frac + self.pairs[0][1].frac
+        pairs, self.pairs = self.pairs, None
+        pairs.reverse()
+        while pairs:                  # pop as we go: a used operand (and its loaded d) is freed
+            x, y = pairs.pop()
             dx, dy = x.mask.d, y.mask.d
             t = field.matmul(dx, _mask_share(y))
             field.add(t, field.matmul(_mask_share(x), dy), out=t)
             if ctx.leads:
                 field.add(t, field.matmul(dx, dy), out=t)
             z = t if z is None else field.add(z, t, out=z)
+            del x, y, dx, dy
         field.add(z, self.tup["c"], out=z)
-        x0, y0 = self.pairs[0]
-        self.pairs = None
-        return SharedArray(ctx, z, x0.frac + y0.frac)
+        return SharedArray(ctx, z, frac)
 
 
 def start_matmul_sum(ctx, pairs) -> MatmulSum:
