@@ -53,7 +53,7 @@ from parties.local import LocalStudy
 from parties.provider import submit
 from parties.service import ClientContext, ServiceError
 from parties.simulate import simulate
-from parties.storage import NodeStore, Submission
+from parties.storage import MANIFEST, Submission
 from tests import plinkutil
 
 pytestmark = pytest.mark.slow
@@ -90,6 +90,7 @@ def world(tmp_path_factory):
         for i in (1, 2, 3):
             study.submit(root / "sites" / f"site{i}", f"site{i}")
         baseline = study.run("gwas", root / "baseline", **OPTIONS)
+        print(f"baseline phases: {baseline['phases']}")
         freq = study.run("freq", root / "baseline_freq")
         yield {"root": root, "study": study, "baseline": baseline, "freq": freq,
                "stopped": {}}
@@ -120,6 +121,11 @@ def _wait_for(predicate, timeout, what, run=None):
         if run is not None and run.ended is not None:
             raise AssertionError(f"the run ended before {what}: {run.error or 'it succeeded'}")
         time.sleep(0.01)
+
+
+def _into_pca(world) -> float:
+    """A random moment in the first half of PCA, once QC is checkpointed (PCA's length is the baseline's)."""
+    return RNG.uniform(0.02, 0.5) * world["baseline"]["phases"]["pca"]["seconds"]
 
 
 def _log(study, name):
@@ -186,9 +192,16 @@ def _assert_same_results(world, summary, out):
     assert strong.any() and np.allclose(a[strong], b[strong], rtol=CHISQ_RTOL, atol=0)
 
 
+def _stored(data_dir) -> dict:
+    """A node's committed submissions, read without touching anything (NodeStore's
+    start-up recovery would remove staging areas the running daemon holds)."""
+    subs = [Submission(d) for d in sorted((data_dir / "submissions").iterdir()) if (d / MANIFEST).exists()]
+    return {s.provider: s for s in subs}
+
+
 def _assert_storage_verifies(study, providers=("site1", "site2", "site3")):
     for node in NODES:
-        subs = NodeStore(_data(study, node)).list()
+        subs = _stored(_data(study, node))
         assert set(subs) == set(providers), node
         for sub in subs.values():
             sub.verify()
@@ -250,7 +263,7 @@ def test_dealer_killed_during_pca_then_resume(world):
     study, root = world["study"], world["root"]
     run = Background(study, "gwas", root / "dealer_kill", OPTIONS)
     _wait_for(lambda: all(_checkpoints(study, n, "qc") for n in NODES), 60, "QC checkpoints", run)
-    time.sleep(RNG.uniform(0.05, 0.6))
+    time.sleep(_into_pca(world))
     since, start = time.time(), time.monotonic()
     os.kill(study.procs["dealer"].pid, signal.SIGKILL)
     run.join()
@@ -290,7 +303,7 @@ def test_silent_node_stops_the_job_everywhere(world):
     study, root = world["study"], world["root"]
     run = Background(study, "gwas", root / "node_frozen", OPTIONS)
     _wait_for(lambda: all(_checkpoints(study, n, "qc") for n in NODES), 60, "QC checkpoints", run)
-    time.sleep(RNG.uniform(0.05, 0.6))
+    time.sleep(_into_pca(world))
     since, start = time.time(), time.monotonic()
     frozen = study.procs["node2"].pid
     os.kill(frozen, signal.SIGSTOP)
@@ -317,7 +330,7 @@ def test_sigterm_mid_job_stops_the_daemon_cleanly_then_resume(world):
     study, root = world["study"], world["root"]
     run = Background(study, "gwas", root / "node_term", OPTIONS)
     _wait_for(lambda: all(_checkpoints(study, n, "qc") for n in NODES), 60, "QC checkpoints", run)
-    time.sleep(RNG.uniform(0.05, 0.6))
+    time.sleep(_into_pca(world))
     since, start = time.time(), time.monotonic()
     proc = study.procs["node0"]
     os.kill(proc.pid, signal.SIGTERM)
@@ -337,7 +350,7 @@ def test_corrupted_array_is_a_storage_error_and_replace_repairs_it(world):
     study, root = world["study"], world["root"]
     # node0 reads the masked values d of every array it uses (it adds the public d to its
     # share); the other nodes may never need d for an analysis as simple as freq.
-    sub = NodeStore(_data(study, "node0")).list()["site2"]
+    sub = _stored(_data(study, "node0"))["site2"]
     info = sub.meta["arrays"]["geno/imputed/0"]
     path = sub.path / info["file"]
     raw = bytearray(path.read_bytes())
