@@ -4,8 +4,12 @@ Topology: every party binds one ROUTER socket and connects one DEALER socket
 to each peer's ROUTER (routing id = its own name), so a message from A to B
 travels A.dealer[B] -> B.router and arrives tagged with A's name.  With
 CurveZMQ the ROUTER is a CURVE server that admits only the public keys of the
-study (ZAP through pyzmq's ThreadAuthenticator); the authenticated key is
-checked against the routing id, so a party cannot speak under another's name.
+study (ZAP through pyzmq's ThreadAuthenticator; a daemon's peer socket only
+those of the nodes and the dealer); the authenticated key is checked against
+the routing id, so a party cannot speak under another's name.  Frames over
+MAX_FRAME_BYTES close the sender's connection; a malformed message that does
+not carry the current job's id (junk queued while no job ran) is logged and
+dropped, one that does stops the job.
 
 Liveness: a heartbeat thread sends a control message to every peer every
 ``heartbeat`` seconds over its own DEALER sockets (routing id ``name#hb``).
