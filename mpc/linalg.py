@@ -47,7 +47,7 @@ def broadcast(x: SharedArray, shape) -> SharedArray:
 
 
 def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
-         bound: float | None = None) -> SharedArray:
+         bound: float | None = None, ridge: float | None = None, with_root: bool = False):
     """Löwdin orthonormalisation Q = Y (YᵀY)^(-1/2), columns orthonormal.
 
     Parameters
@@ -63,6 +63,13 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
         A public bound on the eigenvalues of YᵀY (under 3 times the largest):
         normalise by it instead of the secret trace, which spares the inverse
         square root (~28 rounds) when the caller knows the scale of Y.
+    ridge : float, optional
+        Add ridge * I to the normalised Gram matrix: null directions of a
+        rank-deficient Y then converge to 1/sqrt(ridge) instead of growing as
+        1.5^ns_iters past the format (use >= 2^-22 with the wide format).
+    with_root : bool
+        Also return W = (YᵀY + c ridge I)^(-1/2), whose size shows how close to
+        rank-deficient Y is.
 
     Returns
     -------
@@ -95,6 +102,8 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
         A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
     else:
         A = truncate(G.mul_public(1.0 / float(bound), f), f, fmt.k + f)
+    if ridge:
+        A = A + float(ridge) * np.eye(l)
     eye = SharedArray.public(ctx, np.eye(l), f)
     Yk, Zk = A, eye
     for _ in range(int(ns_iters)):
@@ -106,4 +115,5 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
         W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
     else:
         W = truncate(Zk.mul_public(1.0 / math.sqrt(float(bound)), f), f, fmt.k + f)
-    return beaver.fixed_products(ctx, [("matmul", Y, W)], fmt=fmt)[0]
+    Q = beaver.fixed_products(ctx, [("matmul", Y, W)], fmt=fmt)[0]
+    return (Q, W) if with_root else Q

@@ -53,16 +53,31 @@ class TrendResult:
     n_samples: int
 
 
+CENTRED_LIMIT = 8192.0     # |x - mean| must stay below this: its square must fit the format
+
+
 def standardise(ctx, x: SharedArray, names=()) -> SharedArray:
     """Centre and scale each column of x (N1,) or (N1, c) to mean 0, variance 1.
 
-    A column with (near) zero variance over the kept samples is reported (one
-    bit per column, policy ``gwas.covariate_check``) and raises InputError."""
+    Two checks, revealed as one bit per column under the policy entry
+    ``gwas.covariate_check`` and raising InputError: a column that is (nearly)
+    constant over the kept samples, and a column with a value more than 8192
+    from its mean (its square would not fit the fixed-point format: rescale
+    such a covariate, e.g. income in thousands)."""
     vector = x.ndim == 1
     X = x.reshape(-1, 1) if vector else x
     n1 = X.shape[0]
     mean = scale_public(ctx, [X.sum(axis=0)], [1.0 / n1])[0]
     centred = X - broadcast(mean.reshape(1, -1), X.shape)
+    low, high = compare.less_than_public(centred, [-CENTRED_LIMIT, CENTRED_LIMIT])
+    outside = (low + (1 - high)).sum(axis=0)                        # per column: values out of range
+    wide = 1 - compare.eqz(outside)
+    flags = reveal(ctx, wide, "gwas.covariate_check").astype(bool)
+    what = "the phenotype" if vector else "covariate(s) " + ", ".join(
+        [str(n) for n, b in zip(names, flags) if b] or [str(i) for i in np.flatnonzero(flags)])
+    if flags.any():
+        raise InputError(f"{what} has values more than {CENTRED_LIMIT:g} from the mean over the kept "
+                         f"samples; rescale it (e.g. thousands instead of units)")
     var = scale_public(ctx, [beaver.fsquare(centred).sum(axis=0)], [1.0 / n1])[0]
     flags = reveal(ctx, compare.less_than_public(var, 1e-6), "gwas.covariate_check").astype(bool)
     if flags.any():
@@ -86,7 +101,32 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24
         cols.append(scale_public(ctx, [z], [1.0 / math.sqrt(n1)], frac=f, bound_bits=fmt.k)[0])
     C = concatenate(cols, axis=1)
     # Every column has unit norm, so the Gram eigenvalues lie below K = trace: a public bound.
-    return orth(ctx, C, ns_iters, bound=float(C.shape[1]))
+    K = float(C.shape[1])
+    if covariates is not None and covariates.shape[1]:
+        _check_collinear(ctx, C, K, names, ns_iters)
+    return orth(ctx, C, ns_iters, bound=K)
+
+
+COLLINEAR_TRACE = 1.0e4     # trace((CᵀC)^-1) above this: a direction with eigenvalue below ~1e-4
+
+
+def _check_collinear(ctx, C, K, names, ns_iters):
+    """Refuse (near-)collinear covariates before the exact orthonormalisation.
+
+    Newton-Schulz on an exactly rank-deficient Gram matrix grows the null
+    direction as 1.5^iterations, past the format; so first a ridge-regularised
+    run (null directions stay below 2^11), then one revealed bit (policy
+    ``gwas.covariate_check``): trace(W^2) = trace((CᵀC + ridge)^-1) above
+    1e4 means an eigenvalue of CᵀC (unit columns) below about 1e-4, i.e.
+    covariates (with the intercept and PCs) that are collinear (a correlation
+    beyond 0.99995)."""
+    _, W = orth(ctx, C, ns_iters, bound=K, ridge=2.0 ** -22, with_root=True)
+    W28 = to_frac(W, ctx.params.f)
+    trace = beaver.fsquare(W28).sum()
+    flag = reveal(ctx, compare.greater_than_public(trace, COLLINEAR_TRACE), "gwas.covariate_check")
+    if int(np.asarray(flag).reshape(-1)[0]):
+        raise InputError(f"the covariates {', '.join(map(str, names))} are collinear with each other, the "
+                         f"intercept or the PCs (e.g. every level of a categorical variable); drop one")
 
 
 def snp_chunks(cohort, snp_mask, chunk_snps: int = CHUNK_SNPS) -> list:
