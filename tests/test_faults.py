@@ -21,16 +21,17 @@ job) with an error naming the failed peer and the phase; the analyst's run
 raises ServiceError within its bound.  After restarting the killed daemon,
 re-running the same command resumes on every node from the last completed
 phase or association chunk ("resumed qc / pca / association.1 from its
-checkpoint" in every node's log) and gives
-the baseline's results: identical QC keep sets, sample counts and reveal log,
-and the trend statistic within a stated tolerance: the correlation r
-(CHISQ = N1 r^2) within 1e-6, CHISQ within a relative 1e-5 where it exceeds 10
-(runs are not bit-identical: probabilistic truncation and fresh dealer
-randomness differ by one unit in the last place, and PCA's power iterations
-carry that on; two uninterrupted runs differ as much).  Checkpoints are removed after a successful job.  Stored data
-verifies (checksums) after every fault; a corrupted array stops an analysis
-with a StorageError naming the file, and ``--replace`` repairs it.  SIGTERM
-stops every daemon with exit status 0 and leaves no process behind.
+checkpoint" in every node's log) and gives the baseline's results: identical
+QC keep sets, sample counts and reveal log, and the trend statistic within a
+stated tolerance: the correlation r (CHISQ = N1 r^2) within 1e-6, CHISQ
+within a relative 1e-5 where it exceeds 10 (runs are not bit-identical:
+probabilistic truncation and fresh dealer randomness differ by one unit in
+the last place, and PCA's power iterations carry that on; two uninterrupted
+runs differ as much).  Checkpoints are removed after a successful job.
+Stored data verifies (checksums) after every fault; a corrupted array stops
+an analysis with a StorageError naming the file, and ``--replace`` repairs
+it.  SIGTERM stops every daemon with exit status 0 and leaves no process
+behind.
 """
 from __future__ import annotations
 
