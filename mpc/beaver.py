@@ -121,6 +121,24 @@ def products(ctx, items) -> list:
             for (op, x, y), tup in zip(items, pending)]
 
 
+def request_product(ctx, op: str, spec_x: MaskSpec, spec_y: MaskSpec | None, out_shape):
+    """Ask the dealer now for the c of a product whose operands will carry these
+    masks (for instance the outputs of truncations planned but not yet done,
+    mpc.truncate.plan_truncation): the request travels before the values
+    exist, so the dealer's answer is there when they do.  Finish with
+    combine()."""
+    req = dict(op=op, a=spec_x.to_wire(), out=list(out_shape))
+    if op != "square":
+        req["b"] = spec_y.to_wire()
+    return ctx.tuples.request("product", ctx.label("p"), **req)
+
+
+def combine(ctx, op: str, x: SharedArray, y: SharedArray | None, pending) -> SharedArray:
+    """x * y, x ** 2 or x @ y from a request_product made with x's and y's mask specs."""
+    return SharedArray(ctx, _combine(ctx, op, x, y, pending["c"]),
+                       2 * x.frac if op == "square" else x.frac + y.frac)
+
+
 def _combine(ctx, op, x, y, c):
     """This node's share of x * y, x ** 2 or x @ y from c and the opened d's.
 

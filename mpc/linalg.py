@@ -14,9 +14,9 @@ import math
 import numpy as np
 
 from mpc import beaver, field, nonlinear
-from mpc.params import Params
+from mpc.params import P, Params
 from mpc.shared import SharedArray
-from mpc.truncate import truncate
+from mpc.truncate import plan_truncation, truncate, truncate_many
 
 WIDE_INTEGER_BITS = 13   # |x| < 2^12 in the wide format
 
@@ -44,6 +44,39 @@ def broadcast(x: SharedArray, shape) -> SharedArray:
     """A shared scalar (or array) repeated to `shape` (local: a copy of the share)."""
     share = np.broadcast_to(x.share, tuple(shape) + x.share.shape[-1:])
     return SharedArray(x.ctx, np.ascontiguousarray(share), x.frac)
+
+
+def _newton_schulz(ctx, Yk: SharedArray, Zk: SharedArray, iters: int, fmt: Params):
+    """The coupled iteration T = 3/2 I - Zk Yk / 2; Yk = Yk T; Zk = T Zk, pipelined.
+
+    Every truncated value comes masked and T keeps zy's mask, so each product's
+    operands have known masks before their values exist: the dealer's c for the
+    next products and the next truncation pairs are requested one step ahead,
+    and each iteration waits only for its two truncation openings (2 rounds,
+    one round trip each, the dealer's answers already there)."""
+    f, l = fmt.f, Yk.shape[0]
+    if iters <= 0:
+        return Yk, Zk
+    beaver.mask_many(ctx, [Yk, Zk])
+    bits = fmt.k + f                         # |value| < 2^(k - f - 1) at 2f fractional bits
+    pend_zy = beaver.request_product(ctx, "matmul", Zk.mask.spec, Yk.mask.spec, (l, l))
+    for it in range(iters):
+        # Truncating Zk Yk to f - 1 bits and reading the result at f bits halves it.
+        plan_zy = plan_truncation(ctx, (l, l), f + 1, bits)
+        spec_t = plan_zy.spec.scaled(P - 1)          # T = 3/2 I - zy: minus zy's mask
+        pend_y = beaver.request_product(ctx, "matmul", Yk.mask.spec, spec_t, (l, l))
+        pend_z = beaver.request_product(ctx, "matmul", spec_t, Zk.mask.spec, (l, l))
+        plan_y, plan_z = plan_truncation(ctx, (l, l), f, bits), plan_truncation(ctx, (l, l), f, bits)
+        if it + 1 < iters:
+            pend_next = beaver.request_product(ctx, "matmul", plan_z.spec, plan_y.spec, (l, l))
+        zy = truncate_many(ctx, [beaver.combine(ctx, "matmul", Zk, Yk, pend_zy)], [0], plans=[plan_zy])[0]
+        T = 1.5 * np.eye(l) - zy.with_frac(f)      # a public matrix minus zy: keeps zy's mask
+        Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", Yk, T, pend_y),
+                                     beaver.combine(ctx, "matmul", T, Zk, pend_z)], [0, 0],
+                               plans=[plan_y, plan_z])
+        if it + 1 < iters:
+            pend_zy = pend_next
+    return Yk, Zk
 
 
 def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
@@ -104,13 +137,7 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
         A = truncate(G.mul_public(1.0 / float(bound), f), f, fmt.k + f)
     if ridge:
         A = A + float(ridge) * np.eye(l)
-    eye = SharedArray.public(ctx, np.eye(l), f)
-    Yk, Zk = A, eye
-    for _ in range(int(ns_iters)):
-        # Truncating Zk Yk to f - 1 bits and reading the result at f bits halves it.
-        zy = beaver.fixed_products(ctx, [("matmul", Zk, Yk)], frac=f - 1, fmt=fmt)[0]
-        T = 1.5 * np.eye(l) - zy.with_frac(f)      # a public matrix minus zy: keeps zy's mask
-        Yk, Zk = beaver.fixed_products(ctx, [("matmul", Yk, T), ("matmul", T, Zk)], fmt=fmt)
+    Yk, Zk = _newton_schulz(ctx, A, SharedArray.public(ctx, np.eye(l), f), int(ns_iters), fmt)
     if bound is None:
         W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
     else:

@@ -24,7 +24,26 @@ from mpc.params import P
 from mpc.triples import DEALER, MaskSpec, shift_right
 
 
-def truncate_many(ctx, xs, shifts, bits=None) -> list:
+class TruncPlan:
+    """A truncation requested ahead of its input (plan_truncation).
+
+    Its output's mask is known from the start (``spec``), so products of that
+    output can be requested from the dealer before the truncation happens."""
+
+    def __init__(self, ctx, shape, m: int, bits: int):
+        self.shape, self.m, self.bits = tuple(shape), int(m), int(bits)
+        self.tup = ctx.tuples.request("trunc", ctx.label("t"), shape=list(self.shape), bits=self.bits,
+                                      m=self.m, sigma=ctx.params.sigma)
+        self.spec = MaskSpec(DEALER, self.tup.label, self.shape, trunc=(self.bits + ctx.params.sigma, self.m),
+                             coef=P - 1)
+
+
+def plan_truncation(ctx, shape, m: int, bits: int) -> TruncPlan:
+    """Request the pair of a future truncation by 2^m of a value with |x| < 2^(bits-1)."""
+    return TruncPlan(ctx, shape, m, bits)
+
+
+def truncate_many(ctx, xs, shifts, bits=None, plans=None) -> list:
     """Truncate each x by its shift (no-op where the shift is <= 0), one round.
 
     Parameters
@@ -34,6 +53,9 @@ def truncate_many(ctx, xs, shifts, bits=None) -> list:
     bits : int or list of int, optional
         Bound on each input: |x| < 2^(bits - 1) as an integer encoding.
         Default params.k + shift.
+    plans : list of TruncPlan or None, optional
+        Truncations requested ahead (plan_truncation): their shift and bits
+        are used, and no new request is made.
     """
     xs = list(xs)
     if isinstance(shifts, int):
@@ -41,8 +63,14 @@ def truncate_many(ctx, xs, shifts, bits=None) -> list:
     if bits is None or isinstance(bits, int):
         bits = [bits] * len(xs)
     params = ctx.params
+    plans = plans if plans is not None else [None] * len(xs)
     work = []
-    for i, (x, m, b) in enumerate(zip(xs, shifts, bits)):
+    for i, (x, m, b, plan) in enumerate(zip(xs, shifts, bits, plans)):
+        if plan is not None:
+            if tuple(x.shape) != plan.shape:
+                raise ValueError(f"truncate: planned for shape {plan.shape}, got {x.shape}")
+            work.append((i, x, plan.m, plan.bits, plan.tup))
+            continue
         if m <= 0:
             continue
         b = params.k + m if b is None else b
