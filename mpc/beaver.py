@@ -27,7 +27,7 @@ from __future__ import annotations
 from mpc import field
 from mpc.shared import Mask, SharedArray
 from mpc.triples import MaskSpec
-from mpc.truncate import truncate_many
+from mpc.truncate import plan_truncation, truncate_many
 
 
 def _mask_share(x: SharedArray):
@@ -257,9 +257,15 @@ def fixed_products(ctx, items, frac: int | None = None, fmt=None) -> list:
     """
     fmt = ctx.params if fmt is None else fmt
     frac = fmt.f if frac is None else frac
+    # The truncation pairs are requested with the products' c (one dealer message,
+    # answered while the products' operands are opened or combined).
+    plans = []
+    for op, x, y in items:
+        shape = x.shape if op != "matmul" else (x.shape[0], y.shape[1])
+        m = (2 * x.frac if op == "square" else x.frac + y.frac) - frac
+        plans.append(plan_truncation(ctx, shape, m, fmt.k - fmt.f + frac + m) if m > 0 else None)
     raw = products(ctx, items)
-    shifts = [z.frac - frac for z in raw]
-    return truncate_many(ctx, raw, shifts, [fmt.k - fmt.f + frac + m for m in shifts])
+    return truncate_many(ctx, raw, [z.frac - frac for z in raw], plans=plans)
 
 
 def fmul(x: SharedArray, y: SharedArray, frac: int | None = None, fmt=None) -> SharedArray:
