@@ -570,3 +570,41 @@ def test_dropped_connection_is_reported_before_the_timeout(world_factory):
         a.recv("node1", "never")
     assert time.monotonic() - start < 5.0
     assert "'never'" in str(info.value)
+
+
+def test_a_lingering_channel_of_the_same_party_does_not_steal_its_messages(world_factory):
+    """A node restarted right after a failed job has its new channel and the
+    old one (still lingering, reconnecting) both connected under its name: the
+    newer connection must not take the older one's messages away."""
+    w = world_factory(["node0", "node1"], timeout=1.0, heartbeat=0.1, startup_grace=0.0)
+    a = w.channels["node0"]
+    peers = {"node0": w.endpoints["node0"]}
+    public = {n: k[0] for n, k in w.keys.items()}
+
+    def channel():
+        ch = ZmqChannel("node1", w.routers["node1"], peers, context=w.context, keys=w.keys["node1"],
+                        peer_keys=public, ring=w.ring, timeout=1.0, heartbeat=0.1, startup_grace=0.0)
+        w.channels[f"node1-{len(w.channels)}"] = ch
+        return ch
+
+    newer = channel()
+    time.sleep(0.3)
+    channel()                       # connects last, under the same party name
+    time.sleep(0.3)
+    newer.send("node0", "x", np.arange(3, dtype=np.int64))
+    np.testing.assert_array_equal(a.recv("node1", "x"), [0, 1, 2])
+
+
+def test_messages_lost_in_transit_fail_the_wait(world_factory):
+    """A live peer (heartbeats keep coming) whose message never arrives: the
+    wait fails after lost_grace instead of hanging."""
+    w = world_factory(["node0", "node1"], timeout=0.5, heartbeat=0.1, startup_grace=0.0)
+    a, b = w.channels["node0"], w.channels["node1"]
+    b.send("node0", "first", np.arange(1, dtype=np.int64))
+    a.recv("node1", "first")
+    b._sent["node0"] += 1           # as if a message had gone out and vanished
+    start = time.monotonic()
+    with pytest.raises(PeerTimeout, match=r"1 message\(s\) from node1 were lost in transit") as info:
+        a.recv("node1", "second")
+    assert a.lost_grace - 0.2 < time.monotonic() - start < a.lost_grace + 3.0
+    assert "'second'" in str(info.value)

@@ -1,8 +1,12 @@
 """The ZeroMQ Channel: TCP, CurveZMQ, heartbeats and bounded waits.
 
 Topology: every party binds one ROUTER socket and connects one DEALER socket
-to each peer's ROUTER (routing id = its own name), so a message from A to B
-travels A.dealer[B] -> B.router and arrives tagged with A's name.  With
+to each peer's ROUTER, so a message from A to B travels A.dealer[B] ->
+B.router and arrives tagged with A's routing id: its name and a nonce of the
+channel (``node1@3fa2c0de``).  The nonce keeps a job's sockets apart from those
+of an earlier job still lingering (a node restarted within a second of a failed
+job would otherwise have its new socket's connection handed over to the old
+one, and messages lost).  With
 CurveZMQ the ROUTER is a CURVE server that admits only the public keys of the
 study (ZAP through pyzmq's ThreadAuthenticator; a daemon's peer socket only
 those of the nodes and the dealer); the authenticated key is checked against
@@ -12,17 +16,22 @@ not carry the current job's id (junk queued while no job ran) is logged and
 dropped, one that does stops the job.
 
 Liveness: a heartbeat thread sends a control message to every peer every
-``heartbeat`` seconds over its own DEALER sockets (routing id ``name#hb``).
+``heartbeat`` seconds over its own DEALER sockets (routing id
+``name#hb@nonce``), carrying how many messages the channel has sent that peer.
 While a party waits for a peer, any message from that peer (data or
 heartbeat) proves it alive; after ``timeout`` seconds of silence the wait
 raises PeerTimeout naming the peer, the step and the phase.  A dropped TCP
 connection (the peer's process died) fails the wait sooner, after
-``disconnect_grace`` seconds without a message.  A party that fails sends an
-abort control message so the others stop at once.
+``disconnect_grace`` seconds without a message.  A peer that is alive but
+whose messages stopped arriving (its heartbeats count more messages than came)
+fails the wait after ``3 * timeout`` seconds without a message from it, instead
+of never.  A party that fails sends an abort control message so the others stop
+at once.
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 
@@ -36,6 +45,7 @@ from mpc.net import frames
 from mpc.net.channel import Channel
 
 HB_SUFFIX = "#hb"
+NONCE_SEP = "@"
 MAX_FRAME_BYTES = 64 << 20
 """Largest frame a server socket accepts (ZMQ_MAXMSGSIZE): every frame a party
 sends is a small header or a payload chunk of at most frames.CHUNK_BYTES, so a
@@ -173,10 +183,22 @@ class ZmqChannel(Channel):
         self.ring = ring
         if keys is not None and ring is None:
             raise ValueError("ZmqChannel: CURVE mode needs a KeyRing to check peer identities")
+        nonce = secrets.token_hex(4)
+        self._data_id = f"{me}{NONCE_SEP}{nonce}"
+        self._hb_id = f"{me}{HB_SUFFIX}{NONCE_SEP}{nonce}"
         self.dealers = {
-            name: make_client(context, ep, me, keys, (peer_keys or {}).get(name))
+            name: make_client(context, ep, self._data_id, keys, (peer_keys or {}).get(name))
             for name, ep in peers.items()
         }
+        # Lost-message watch: messages sent to each peer (announced in our
+        # heartbeats), messages received per sender routing id, and what each
+        # peer's heartbeats announced: (its data routing id, count).
+        self._sent = {p: 0 for p in self.peers}
+        self._got = {}
+        self._got_at = {}
+        self._announced = {}
+        self._short_since = {}
+        self.lost_grace = 3.0 * timeout
         # A peer whose process dies closes its TCP connections: the monitor of
         # our link to it reports the disconnection at once, and a wait for it
         # fails after disconnect_grace seconds without a message (time for data
@@ -200,14 +222,13 @@ class ZmqChannel(Channel):
 
     # -- heartbeats
     def _heartbeat_loop(self, peers, peer_keys, interval):
-        socks = {n: make_client(self.context, ep, self.me + HB_SUFFIX, self.keys,
+        socks = {n: make_client(self.context, ep, self._hb_id, self.keys,
                                 (peer_keys or {}).get(n), linger=0) for n, ep in peers.items()}
-        beat = frames.encode_control("hb")
         try:
             while not self._stop.wait(interval):
-                for s in socks.values():
+                for n, s in socks.items():
                     try:
-                        s.send_multipart(beat, flags=zmq.NOBLOCK)
+                        s.send_multipart(frames.encode_control("hb", n=self._sent[n]), flags=zmq.NOBLOCK)
                     except zmq.Again:
                         pass
         finally:
@@ -219,11 +240,14 @@ class ZmqChannel(Channel):
         # Zero-copy pays only for large frames; small ones are cheaper copied (measured 3 vs 8 us).
         big = sum(len(f) for f in msg_frames) >= ZERO_COPY_BYTES
         self.dealers[peer].send_multipart(msg_frames, copy=not big)
+        self._sent[peer] += 1
 
     def _identify(self, msg):
-        """Sender name of a ROUTER message, checked against its CURVE key."""
+        """(Sender name, routing id) of a ROUTER message, the name checked
+        against its CURVE key; None for a message to drop."""
         claimed = bytes(msg[0]).decode("utf-8", "replace")
-        base = claimed[:-len(HB_SUFFIX)] if claimed.endswith(HB_SUFFIX) else claimed
+        base = claimed.split(NONCE_SEP, 1)[0]
+        base = base[:-len(HB_SUFFIX)] if base.endswith(HB_SUFFIX) else base
         if self.keys is not None:
             try:
                 user = msg[1].get("User-Id")
@@ -235,7 +259,7 @@ class ZmqChannel(Channel):
         if base not in self._inbox:
             self.log.warning("dropped a message from %r, not a peer of %s", claimed, self.me)
             return None
-        return base
+        return base, claimed
 
     def _drain(self) -> None:
         """Move every message waiting in the ROUTER into the inboxes."""
@@ -246,13 +270,47 @@ class ZmqChannel(Channel):
                 return
             if len(msg) < 2:
                 continue
-            sender = self._identify(msg)
-            if sender is None:
+            who = self._identify(msg)
+            if who is None:
                 continue
+            sender, claimed = who
             now = time.monotonic()
             self.last_seen[sender] = now
             self._heard[sender] = now
+            base = claimed.split(NONCE_SEP, 1)[0]
+            if base.endswith(HB_SUFFIX):
+                self._note_heartbeat(sender, claimed, msg[1])
+                continue
+            self._got[claimed] = self._got.get(claimed, 0) + 1
+            self._got_at[claimed] = now
             self._deliver(sender, msg[1:])
+
+    def _note_heartbeat(self, sender, claimed, raw) -> None:
+        """Remember how many messages `sender`'s channel says it has sent us."""
+        try:
+            parsed = frames.decode_header(bytes(raw), f"{sender} to {self.me}")
+        except ProtocolError:
+            return
+        count = parsed[1].get("n") if isinstance(parsed, tuple) else None
+        if isinstance(count, int) and NONCE_SEP in claimed:
+            nonce = claimed.split(NONCE_SEP, 1)[1]
+            self._announced[sender] = (f"{sender}{NONCE_SEP}{nonce}", count)
+
+    def _check_lost(self, peer, tag, now) -> None:
+        """Fail if `peer` announced messages that have not come for lost_grace seconds."""
+        announced = self._announced.get(peer)
+        if announced is None:
+            return
+        data_id, count = announced
+        got = self._got.get(data_id, 0)
+        if got >= count:
+            self._short_since.pop(peer, None)
+            return
+        since = max(self._short_since.setdefault(peer, now), self._got_at.get(data_id, 0.0))
+        if now - since > self.lost_grace:
+            raise PeerTimeout(f"{self.me}: {count - got} message(s) from {peer} were lost in transit (it sent "
+                              f"{count}, {got} arrived; nothing came for {now - since:.1f} s) while waiting for "
+                              f"step {tag!r} in phase {self.stats.current}")
 
     def _deliver(self, sender, msg_frames) -> None:
         """Channel._deliver, except that a malformed message which does not claim
@@ -312,6 +370,7 @@ class ZmqChannel(Channel):
             if silent > self.timeout:
                 raise PeerTimeout(f"{self.me}: peer {peer} silent for {silent:.1f} s (limit {self.timeout} s) "
                                   f"while waiting for step {tag!r} in phase {self.stats.current}")
+            self._check_lost(peer, tag, now)
             lost = self._lost.get(peer)
             if lost is not None and now - max(lost, self._heard[peer]) > self.disconnect_grace:
                 raise PeerTimeout(f"{self.me}: peer {peer} closed its connection {now - lost:.1f} s ago and "
