@@ -89,6 +89,9 @@ QC_OPTIONS = (
     ("--het-min", dict(type=_rate, default=None, help="min observed heterozygosity rate")),
     ("--het-max", dict(type=_rate, default=None, help="max observed heterozygosity rate")),
     ("--het-sd", dict(type=_rate, default=None, help="max distance from mean heterozygosity, in SDs")),
+    ("--qc-chunk-snps", dict(type=int, default=None,
+                             help=f"SNPs per batch of SNP QC tests (default {qc_protocol.CHUNK_SNPS}); "
+                                  "bounds memory")),
     ("--pcs", dict(type=int, default=10, help="principal components to adjust for (0: none)")),
     ("--pca-oversample", dict(type=int, default=10)),
     ("--pca-iters", dict(type=int, default=4, help="power iterations")),
@@ -125,7 +128,8 @@ def gwas_inputs(ctx, cohort, options):
     if saved is None:
         with ctx.phase("qc"):
             keep, tests = qc_protocol.sample_qc(ctx, cohort, qopts, extra)
-            qc = qc_protocol.snp_qc(ctx, cohort, qopts, keep)
+            qc = qc_protocol.snp_qc(ctx, cohort, qopts, keep,
+                                    chunk_snps=int(options.get("qc_chunk_snps") or qc_protocol.CHUNK_SNPS))
         ctx.save("qc", {"keep": keep, "tests": tests, "snp_keep": qc.snp_keep, "snp_reason": qc.snp_reason,
                         "pca_ok": qc.pca_ok, "n_kept": qc.n_kept, "alt": qc.alt, "miss": qc.miss, "c1": qc.c1})
     else:

@@ -23,7 +23,8 @@ Protocol:
    polymorphism test used to choose PCA SNPs.
 6. The per-SNP pass/fail bit of each test is revealed to the nodes and the
    analyst (policy ``qc.snp_keep``): the SNP keep mask and the reason a SNP
-   failed.  Nothing else leaves the shares; the per-SNP counts stay secret
+   failed.  Steps 5-6 run over chunks of ``CHUNK_SNPS`` SNPs, so a node's
+   memory does not grow with the number of SNPs.  Nothing else leaves the shares; the per-SNP counts stay secret
    for the later phases.
 """
 from __future__ import annotations
@@ -175,11 +176,39 @@ def _het_sd_fail(ctx, het, observed, mind_fail, sd_mult, m0):
     return 1 - beaver.mul(1 - over, obs_pos)
 
 
-def snp_qc(ctx, cohort, opts: QcOptions, sample_keep) -> QcResult:
-    """Steps 4-6 over the kept samples."""
-    f = ctx.params.f
+CHUNK_SNPS = 65536
+"""SNPs tested per batch of comparisons in SNP QC: bounds a node's memory
+(about 1.5 KB per SNP in flight) independently of the number of SNPs, at the
+cost of the tests' ~12 rounds once per chunk."""
+
+
+def snp_qc(ctx, cohort, opts: QcOptions, sample_keep, chunk_snps: int = CHUNK_SNPS) -> QcResult:
+    """Steps 4-6 over the kept samples; the tests of step 5 run over chunks of
+    `chunk_snps` SNPs (one chunk, as one batch, when the cohort has fewer)."""
     n1 = int(sum(int(k.sum()) for k in sample_keep))
     alt, miss, c1 = pooled_counts(ctx, cohort, sample_keep, het=True)
+    m0 = cohort.n_snps
+    step = max(1, int(chunk_snps))
+    fail, order = {}, []
+    for j0 in range(0, m0, step):
+        j1 = min(m0, j0 + step)
+        order, revealed = _snp_tests(ctx, opts, n1, alt[j0:j1], miss[j0:j1], c1[j0:j1])
+        for r, v in zip(order, revealed):
+            fail.setdefault(r, np.zeros(m0, dtype=bool))[j0:j1] = v.astype(bool)
+        ctx.progress("snp-qc", j1, m0)
+    reason = np.full(m0, "", dtype="<U4")
+    for r in ("hwe", "maf", "geno"):            # the first failing test in PLINK's order wins
+        if r in fail:
+            reason[fail[r]] = r
+    keep = reason == ""
+    pca_ok = keep & ~fail.get("mono", np.zeros(m0, dtype=bool))
+    return QcResult(sample_keep=sample_keep, snp_keep=keep, snp_reason=reason, pca_ok=pca_ok,
+                    n_kept=n1, alt=alt, miss=miss, c1=c1)
+
+
+def _snp_tests(ctx, opts: QcOptions, n1: int, alt, miss, c1):
+    """Step 5 for a run of SNPs: (reasons, their revealed fail bits)."""
+    f = ctx.params.f
     n_obs = n1 - miss
     int_bits = _bits_for((2 * n1 + 2) << f)
     tests, names = [], []
@@ -201,7 +230,7 @@ def snp_qc(ctx, cohort, opts: QcOptions, sample_keep) -> QcResult:
         tests.append(_hwe_margin(ctx, alt, c1, n_obs, n1, opts.hwe))
     # One comparison batch; the widest operands are the HWE margins (N1 2^2f).
     cmp_bits = max(int_bits, _bits_for(n1 << (2 * f)) + 6) if opts.hwe is not None else int_bits
-    fails = compare.ltz_many(ctx, tests, cmp_bits) if tests else []
+    fails = compare.ltz_many(ctx, tests, cmp_bits)
     by_name = dict(zip(names, fails))
     groups = {"geno": ["geno"], "maf": ["maf_low", "maf_high", "maf_none"], "hwe": ["hwe"],
               "mono": ["mono_alt", "mono_ref"]}
@@ -212,17 +241,7 @@ def snp_qc(ctx, cohort, opts: QcOptions, sample_keep) -> QcResult:
             continue
         order.append(reason)
         combined.append(bits[0] if len(bits) == 1 else 1 - product_tree(ctx, [1 - b for b in bits]))
-    revealed = reveal(ctx, combined, "qc.snp_keep")
-    fail = {r: v.astype(bool) for r, v in zip(order, revealed)}
-    m0 = cohort.n_snps
-    reason = np.full(m0, "", dtype="<U4")
-    for r in ("hwe", "maf", "geno"):            # the first failing test in PLINK's order wins
-        if r in fail:
-            reason[fail[r]] = r
-    keep = reason == ""
-    pca_ok = keep & ~fail["mono"]
-    return QcResult(sample_keep=sample_keep, snp_keep=keep, snp_reason=reason, pca_ok=pca_ok,
-                    n_kept=n1, alt=alt, miss=miss, c1=c1)
+    return order, reveal(ctx, combined, "qc.snp_keep")
 
 
 def _hwe_margin(ctx, alt, c1, n_obs, n1, p_threshold):

@@ -18,14 +18,14 @@ from tests.memcohort import make_submissions
 POLICY = {k: list(v) + ["analyst"] for k, v in qcp.POLICY.items()}
 
 
-def _job(ctx, subs, opts, pheno_missing):
+def _job(ctx, subs, opts, pheno_missing, chunk_snps=qcp.CHUNK_SNPS):
     from mpc.shared import SharedArray
 
     cohort = StoredCohort(ctx, subs)
     extra = [("pheno", SharedArray.public(ctx, pheno_missing.astype(np.int64)))] if pheno_missing is not None else []
     keep, names = qcp.sample_qc(ctx, cohort, opts, extra)
-    res = qcp.snp_qc(ctx, cohort, opts, keep)
-    return np.concatenate(keep), res.snp_keep, res.snp_reason
+    res = qcp.snp_qc(ctx, cohort, opts, keep, chunk_snps=chunk_snps)
+    return np.concatenate(keep), res.snp_keep, res.snp_reason, res.pca_ok
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,27 @@ def test_secure_qc_equals_reference(cohort, opts):
     subs, seeds, d, m, h = cohort
     pheno_missing = np.zeros(d.shape[0], bool)
     pheno_missing[[7, 150]] = True
-    keep, snp_keep, reason = run_threads(3, _job, (subs, qcp.QcOptions(**opts), pheno_missing),
-                                         extra_seeds=seeds, policy=POLICY)[0]
+    keep, snp_keep, reason, _ = run_threads(3, _job, (subs, qcp.QcOptions(**opts), pheno_missing),
+                                            extra_seeds=seeds, policy=POLICY)[0]
     r = ref.qc(d, m, h, pheno_missing=pheno_missing, **opts)
     assert np.array_equal(keep, r.sample_keep)
     assert np.array_equal(snp_keep, r.snp_keep)
     assert np.array_equal(reason, r.snp_reason)
     assert (~keep).sum() >= 2
+
+
+def test_snp_qc_in_chunks_equals_one_batch(cohort):
+    """Chunks of 37 SNPs (7 chunks, the last one short, not aligned with the
+    64-SNP storage blocks) give the same keep mask, reasons and PCA set."""
+    subs, seeds, d, m, h = cohort
+    opts = qcp.QcOptions(mind=0.1, geno=0.05, maf=0.02, hwe=1e-6)
+    chunked = run_threads(3, _job, (subs, opts, None, 37), extra_seeds=seeds, policy=POLICY)[0]
+    r = ref.qc(d, m, h, mind=0.1, geno=0.05, maf=0.02, hwe=1e-6)
+    assert np.array_equal(chunked[0], r.sample_keep)
+    assert np.array_equal(chunked[1], r.snp_keep)
+    assert np.array_equal(chunked[2], r.snp_reason)
+    assert set(r.snp_reason) >= {"", "geno", "hwe", "maf"}
+    kept = r.sample_keep
+    alt, n_obs = d[kept].sum(axis=0), (~m[kept]).sum(axis=0)
+    polymorphic = (alt >= 1) & (alt <= 2 * n_obs - 1)
+    assert np.array_equal(chunked[3], r.snp_keep & polymorphic)
