@@ -103,8 +103,17 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24
     # Every column has unit norm, so the Gram eigenvalues lie below K = trace: a public bound.
     K = float(C.shape[1])
     if covariates is not None and covariates.shape[1]:
-        _check_collinear(ctx, C, K, names, ns_iters)
+        # The check's ridge basis C (CᵀC + K ridge)^(-1/2) is orthonormal up to
+        # a factor lambda / (lambda + K ridge) >= 0.96 per direction once the check
+        # passes: POLISH_STEPS Newton-Schulz steps from there make it exact.
+        Q = _check_collinear(ctx, C, K, names, ns_iters)
+        return orth(ctx, Q, min(POLISH_STEPS, ns_iters), bound=1.0)
     return orth(ctx, C, ns_iters, bound=K)
+
+
+POLISH_STEPS = 6
+"""Newton–Schulz steps that finish the ridge basis (Gram eigenvalues in [0.96, 1]:
+the error squares each step, 0.04 -> 1e-3 -> 1e-6 -> 1e-12 below the format)."""
 
 
 COLLINEAR_TRACE = 1.0e4     # trace((CᵀC)^-1) above this: a direction with eigenvalue below ~1e-4
@@ -119,14 +128,15 @@ def _check_collinear(ctx, C, K, names, ns_iters):
     ``gwas.covariate_check``): trace(W^2) = trace((CᵀC + ridge)^-1) above
     1e4 means an eigenvalue of CᵀC (unit columns) below about 1e-4, i.e.
     covariates (with the intercept and PCs) that are collinear (a correlation
-    beyond 0.99995)."""
-    _, W = orth(ctx, C, ns_iters, bound=K, ridge=2.0 ** -22, with_root=True)
+    beyond 0.99995).  Returns the ridge basis C W."""
+    Q, W = orth(ctx, C, ns_iters, bound=K, ridge=2.0 ** -22, with_root=True)
     W28 = to_frac(W, ctx.params.f)
     trace = beaver.fsquare(W28).sum()
     flag = reveal(ctx, compare.greater_than_public(trace, COLLINEAR_TRACE), "gwas.covariate_check")
     if int(np.asarray(flag).reshape(-1)[0]):
         raise InputError(f"the covariates {', '.join(map(str, names))} are collinear with each other, the "
                          f"intercept or the PCs (e.g. every level of a categorical variable); drop one")
+    return Q
 
 
 def snp_chunks(cohort, snp_mask, chunk_snps: int = CHUNK_SNPS) -> list:
