@@ -124,10 +124,22 @@ def _gwas_logistic_node(ctx, cohort, options):
     if kind != "binary":
         raise InputError(f"gwas-logistic needs a binary phenotype; {public['pheno']!r} is quantitative "
                          "(use gwas for the trend test)")
-    null = lp.null_model(ctx, y, pcs, cov, names)
+    # Checkpoints after the null fit and after the score test + top-K choice
+    # (a resumed job re-sends their outputs; the Wald fits are the last phase).
+    saved = ctx.resume("logistic-null")
+    if saved is None:
+        null = lp.null_model(ctx, y, pcs, cov, names)
+        ctx.save("logistic-null", lp.null_state(null))
+    else:
+        null = lp.null_from_state(ctx, saved)
     tested = qc.pca_ok
-    t = lp.score_test(ctx, cohort, qc, null, tested)
-    chosen = lp.select_top(ctx, t, min(top_k, int(tested.sum()))) if top_k else np.zeros(0, dtype=np.int64)
+    saved = ctx.resume("logistic-score")
+    if saved is None:
+        t = lp.score_test(ctx, cohort, qc, null, tested)
+        chosen = lp.select_top(ctx, t, min(top_k, int(tested.sum()))) if top_k else np.zeros(0, dtype=np.int64)
+        ctx.save("logistic-score", {"chosen": np.asarray(chosen, dtype=np.int64)})
+    else:
+        chosen = saved["chosen"]
     top = np.flatnonzero(tested)[chosen]
     mask = np.zeros(cohort.n_snps, dtype=bool)
     mask[top] = True

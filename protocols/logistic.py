@@ -50,7 +50,7 @@ untruncated at whatever fractional bits they carry.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
@@ -728,6 +728,32 @@ class NullModel:
     n: int
     gamma_bound: float
     UT: SharedArray = None
+
+
+def null_state(null: NullModel) -> dict:
+    """The null model as a flat dict of SharedArrays and plain values (for a
+    checkpoint: ``"wh.U"``, ``"state.mu"``, ``"n"``, ...); null_from_state
+    rebuilds it.  Masks are not kept: a restored array is masked afresh."""
+    out = {}
+
+    def walk(obj, prefix):
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            if is_dataclass(v):
+                walk(v, prefix + f.name + ".")
+            else:
+                out[prefix + f.name] = float(v) if isinstance(v, np.floating) else v
+    walk(null, "")
+    return out
+
+
+def null_from_state(ctx, state: dict) -> NullModel:
+    """Inverse of null_state (the SharedArrays already bound to `ctx`)."""
+    def part(cls, prefix):
+        return cls(**{f.name: state[prefix + f.name] for f in fields(cls)})
+    wh, st = part(Whitened, "wh."), part(IrlsState, "state.")
+    return NullModel(wh=wh, state=st, **{f.name: state[f.name] for f in fields(NullModel)
+                                        if f.name not in ("wh", "state")})
 
 
 def null_model(ctx, y: SharedArray, pcs=None, covariates=None, covariate_names=(), iters: int = 8,

@@ -9,6 +9,9 @@ moment (seed printed; ``MPCGWAS_FAULT_SEED`` replays it) inside a known phase:
 - the dealer is SIGKILLed during PCA (after every node checkpointed QC);
 - node1 is SIGKILLed during the association test (after two of its four
   chunks were checkpointed);
+- node2 is SIGKILLed during gwas-logistic's Wald fits (after the score test
+  was checkpointed): the resumed run matches an uninterrupted one within
+  1e-3 relative (score chi-squares above 1, top-K BETA and SE);
 - node2 is frozen (SIGSTOP: alive, silent) during PCA, then thawed;
 - node0 gets SIGTERM during PCA (a clean stop of the daemon mid-job);
 - a stored array on node0 is corrupted;
@@ -298,6 +301,55 @@ def test_node_killed_during_association_then_resume(world):
     _restart(study, "node1")
     _resume_and_compare(world, root / "node_resumed", ["qc", "pca", "association", "association.0",
                                                        "association.1"])
+
+
+LOGISTIC_OPTIONS = {**{k: v for k, v in OPTIONS.items() if k != "assoc_chunk_snps"}, "top": 12}
+LOGISTIC_RTOL = 1e-3     # two secure runs (fresh randomness): SCORE_CHISQ > 1, and BETA, SE of common top SNPs
+
+
+def _logistic_table(out):
+    t = plinkutil.read_table(Path(out) / "gwas_logistic.tsv")
+    cols = ("SCORE_CHISQ", "BETA", "SE")
+    return {i: tuple(float("nan") if v == "NA" else float(v) for v in vals)
+            for i, *vals in zip(t["ID"], *(t[c] for c in cols))}
+
+
+def test_node_killed_during_wald_fits_then_gwas_logistic_resumes(world):
+    """gwas-logistic checkpoints QC, PCA, the null fit and the score test + top-K
+    choice: a node killed during the Wald fits resumes from there, and the
+    results agree with an uninterrupted run."""
+    study, root = world["study"], world["root"]
+    base = study.run("gwas-logistic", root / "logistic_base", **LOGISTIC_OPTIONS)
+    run = Background(study, "gwas-logistic", root / "logistic_kill", LOGISTIC_OPTIONS)
+    _wait_for(lambda: all(_checkpoints(study, n, "logistic-score") for n in NODES), 90,
+              "score-test checkpoints", run)
+    since = time.time()
+    os.kill(study.procs["node2"].pid, signal.SIGKILL)
+    run.join()
+    assert isinstance(run.error, ServiceError), run.error
+    assert "node2" in str(run.error) and "phase logistic-wald" in str(run.error)
+    _assert_jobs_ended(world, "node2", since, "logistic-wald", ("node0", "node1", "dealer"))
+    _restart(study, "node2")
+    phases = ("qc", "pca", "logistic-null", "logistic-score")
+    before = {(n, p): _log(study, n).count(f"resumed {p} from its checkpoint") for n in NODES for p in phases}
+    out = root / "logistic_resumed"
+    summary = study.run("gwas-logistic", out, **LOGISTIC_OPTIONS)
+    for n in NODES:
+        for p in phases:
+            assert _log(study, n).count(f"resumed {p} from its checkpoint") == before[n, p] + 1, (n, p)
+        assert not list((_data(study, n) / "checkpoints").glob("*/*.ckpt")), "checkpoints are cleared"
+    assert summary["snps_tested"] == base["snps_tested"] and summary["wald_top_k"] == base["wald_top_k"] == 12
+    got, want = _logistic_table(out), _logistic_table(root / "logistic_base")
+    assert got.keys() == want.keys()
+    score_g = np.array([got[i][0] for i in want])
+    score_w = np.array([want[i][0] for i in want])
+    strong = score_w > 1
+    assert strong.sum() >= 5 and np.allclose(score_g[strong], score_w[strong], rtol=LOGISTIC_RTOL, atol=0)
+    common = [i for i in want if np.isfinite(want[i][1]) and np.isfinite(got[i][1])]
+    assert len(common) >= 10, len(common)                       # the same top SNPs, bar ties at the edge
+    for i in common:
+        assert np.allclose(got[i][1:], want[i][1:], rtol=LOGISTIC_RTOL, atol=1e-6), (i, got[i], want[i])
+    _assert_storage_verifies(study)
 
 
 def test_silent_node_stops_the_job_everywhere(world):
