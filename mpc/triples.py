@@ -63,6 +63,14 @@ class MaskSpec:
     coef : int
         The operand is coef times the mask (mod p): masks follow negation and
         multiplication by public integers of the value they mask.
+    width : int
+        A *narrow* mask (0: uniform field elements): each seed's share is a
+        uniform integer in [0, 2^width), so the mask, their sum, stays below
+        n 2^width and ``x - a`` of a small x fits an int64 (providers store 0/1
+        indicator matrices so: 8 bytes instead of 16).  It hides x up to
+        statistical distance |x - x'| / 2^width per element from any n - 1 nodes
+        (the missing node's share alone is uniform on 2^width values); see
+        narrow_mask_width.
     trunc : tuple (rbits, m) or None
         Not a seed mask but the high part r >> m of the dealer's truncation
         pair under `label` (r uniform in [0, 2^rbits)): the output of a
@@ -80,6 +88,7 @@ class MaskSpec:
     bits: bool = False
     coef: int = 1
     trunc: tuple | None = None
+    width: int = 0
 
     def scaled(self, k: int) -> "MaskSpec":
         """The spec of k times this operand (k a public integer)."""
@@ -147,6 +156,9 @@ class MaskSpec:
 
     def to_wire(self) -> list:
         wire = [self.owner, self.label, list(self.shape), self.transposed, self.rows, self.cols]
+        if self.width:
+            return wire + [self.bits, str(self.coef), None if self.trunc is None else list(self.trunc),
+                           self.width]
         if self.coef != 1 or self.trunc is not None:
             return wire + [self.bits, str(self.coef), None if self.trunc is None else list(self.trunc)]
         return (wire + [True]) if self.bits else wire
@@ -155,18 +167,21 @@ class MaskSpec:
     def from_wire(obj) -> "MaskSpec":
         try:
             owner, label, shape, transposed = obj[:4]
-            rows, cols = (obj[4], obj[5]) if len(obj) in (6, 7, 9) else (None, None)
-            bits = bool(obj[6]) if len(obj) in (7, 9) else False
-            coef = int(obj[7]) % P if len(obj) == 9 else 1
+            rows, cols = (obj[4], obj[5]) if len(obj) in (6, 7, 9, 10) else (None, None)
+            bits = bool(obj[6]) if len(obj) in (7, 9, 10) else False
+            coef = int(obj[7]) % P if len(obj) in (9, 10) else 1
+            width = int(obj[9]) if len(obj) == 10 else 0
+            if not 0 <= width <= 62:
+                raise ValueError(f"narrow mask width {width} out of range")
             trunc = None
-            if len(obj) == 9 and obj[8] is not None:
+            if len(obj) in (9, 10) and obj[8] is not None:
                 rbits, m = (int(v) for v in obj[8])
                 if not (0 < m < rbits <= 126):
                     raise ValueError(f"truncation mask ({rbits}, {m}) out of range")
                 trunc = (rbits, m)
             spec = MaskSpec(str(owner), str(label), tuple(int(s) for s in shape), bool(transposed),
                             None if rows is None else bytes(rows), None if cols is None else bytes(cols),
-                            bits, coef, trunc)
+                            bits, coef, trunc, width)
         except (TypeError, ValueError, IndexError) as exc:
             raise ProtocolError(f"malformed mask spec {obj!r}: {exc}") from None
         for axis, packed in ((0, spec.rows), (1, spec.cols)):
@@ -176,7 +191,30 @@ class MaskSpec:
             raise ProtocolError(f"mask spec {spec.label}: only 2-D masks transpose")
         if spec.bits and (spec.transposed or spec.rows is not None or spec.cols is not None):
             raise ProtocolError(f"mask spec {spec.label}: a bit mask has no selection or transposition")
+        if spec.width and (spec.bits or spec.trunc is not None):
+            raise ProtocolError(f"mask spec {spec.label}: a narrow mask is a plain seed mask")
         return spec
+
+
+def narrow_mask_width(n_nodes: int) -> int:
+    """The width of narrow masks among n nodes: the largest w with n 2^w <= 2^63,
+    so that x - a (x in {0, 1}, a < n 2^w) is an int64 (61 bits for 3 nodes)."""
+    n = int(n_nodes)
+    if n < 2:
+        raise ValueError(f"narrow_mask_width: need at least two nodes, got {n}")
+    return 63 - (n - 1).bit_length()
+
+
+def narrow_mask_ints(seed: bytes, label: str, shape, width: int) -> np.ndarray:
+    """One seed's share of a narrow mask as uint64 integers in [0, 2^width)."""
+    return Prg(seed, label).uint(_n_elements(shape), width).reshape(tuple(shape))
+
+
+def seed_mask(seed: bytes, spec: MaskSpec) -> np.ndarray:
+    """One seed's share of a (field or narrow) seed mask, as generated (no selection)."""
+    if spec.width:
+        return field.from_int(narrow_mask_ints(seed, spec.label, spec.shape, spec.width))
+    return Prg(seed, spec.label).field(spec.shape)
 
 
 def mask_share(seed: bytes, spec: MaskSpec) -> np.ndarray:
@@ -185,7 +223,7 @@ def mask_share(seed: bytes, spec: MaskSpec) -> np.ndarray:
         return Prg(seed, spec.label).words(_n_elements(spec.shape)).reshape(spec.shape)
     if spec.trunc is not None:
         raise ProtocolError(f"mask {spec.label} is a truncation mask: nodes hold their shares of it")
-    a = spec.apply(Prg(seed, spec.label).field(spec.shape))
+    a = spec.apply(seed_mask(seed, spec))
     return a if spec.coef == 1 else field.mul_scalar(a, spec.coef)
 
 
@@ -494,7 +532,7 @@ class DealerEngine:
                 total = a if total is None else np.bitwise_xor(total, a, out=total)
             return total
         for seed in self.seeds[spec.owner]:
-            a = Prg(seed, spec.label).field(spec.shape)
+            a = seed_mask(seed, spec)
             total = a if total is None else field.add(total, a, out=total)
         total = spec.apply(total)
         return total if spec.coef == 1 else field.mul_scalar(total, spec.coef)

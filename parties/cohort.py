@@ -13,13 +13,23 @@ import io
 
 import numpy as np
 
+from mpc import field
 from mpc.errors import InputError
 from mpc.shared import Mask, SharedArray, concatenate
-from mpc.triples import MaskSpec
+from mpc.triples import MaskSpec, narrow_mask_width
 
 
 def array_label(submission: str, name: str) -> str:
     return f"{submission}/{name}"
+
+
+NARROW_PREFIXES = ("geno/missing/", "geno/het/")
+
+
+def is_narrow(name: str) -> bool:
+    """Whether a submitted array is a 0/1 indicator matrix stored with a narrow
+    mask (int64 ``x - a``, mpc.triples.MaskSpec.width) rather than as field elements."""
+    return name.startswith(NARROW_PREFIXES)
 
 
 class SnpInfo:
@@ -83,9 +93,16 @@ class StoredCohort:
     # ------------------------------------------------------------ helpers
     def _masked(self, sub, name: str, frac: int = 0) -> SharedArray:
         """A stored array as a masked SharedArray; its d is read from disk only when used."""
+        label = array_label(sub["submission"], name)
+        if is_narrow(name):           # int64 x - a with a narrow mask: no limb axis
+            info = sub.meta.get("arrays", {}).get(name, {}) if hasattr(sub, "meta") else {}
+            shape = tuple(info["shape"]) if "shape" in info else sub.array(name).shape
+            spec = MaskSpec(sub["submission"], label, shape, width=narrow_mask_width(self.ctx.n))
+            return SharedArray.from_mask(self.ctx, Mask(spec, loader=lambda: field.from_int(sub.array(name))),
+                                         frac)
         shape = tuple(sub.meta["arrays"][name]["shape"][:-1]) if hasattr(sub, "meta") and \
             "shape" in sub.meta.get("arrays", {}).get(name, {}) else sub.array(name).shape[:-1]
-        spec = MaskSpec(sub["submission"], array_label(sub["submission"], name), shape)
+        spec = MaskSpec(sub["submission"], label, shape)
         return SharedArray.from_mask(self.ctx, Mask(spec, loader=lambda: sub.array(name)), frac)
 
     def has(self, table: str) -> bool:

@@ -32,7 +32,8 @@ from mpc.errors import MpcError, ProtocolError, StorageError
 from mpc.net.zmq_channel import ZmqChannel
 from parties.analyses import ANALYSES
 from parties.checkpoint import Checkpoints, job_key
-from parties.cohort import SnpInfo, StoredCohort
+from mpc.triples import narrow_mask_width
+from parties.cohort import SnpInfo, StoredCohort, is_narrow
 from parties.jobs import node_context
 from parties.service import ServiceServer, daemon_context, peer_server
 from parties.storage import NodeStore
@@ -169,7 +170,15 @@ class NodeDaemon:
         name = str(cmd.get("name", ""))
         if array is None or not name or ".." in name or name.startswith("/"):
             raise ProtocolError(f"{provider}: malformed submit_array")
-        staging.write_array(name, np.array(array))
+        array = np.array(array)
+        if is_narrow(name):
+            # x - a with x in {0, 1} and a < n 2^w (mpc.triples.narrow_mask_width)
+            low = -(self.study.n_nodes << narrow_mask_width(self.study.n_nodes))
+            if array.dtype != np.int64 or (array.size and (array.max() > 1 or array.min() <= low)):
+                raise ProtocolError(f"{provider}: {name} must be an int64 narrow-masked 0/1 array")
+        elif array.dtype != np.uint64 or array.ndim < 1 or array.shape[-1] != 2:
+            raise ProtocolError(f"{provider}: {name} must be an array of field elements")
+        staging.write_array(name, array)
         return {"ok": True}
 
     def _submit_commit(self, provider, ident, cmd, array):

@@ -28,6 +28,7 @@ import numpy as np
 from mpc import field
 from mpc.errors import InputError
 from mpc.prg import Prg, new_seed
+from mpc.triples import narrow_mask_ints, narrow_mask_width
 from parties.cohort import SnpInfo, array_label
 from parties.service import ClientContext, ServiceError
 from parties.sites import encode_genotypes, read_site
@@ -36,7 +37,17 @@ log = logging.getLogger("mpcgwas.provider")
 
 
 def _mask(x: np.ndarray, seeds, label: str) -> np.ndarray:
-    """d = x - Σ_i PRG(seed_i, label), the public masked value of field array x."""
+    """d = x - Σ_i PRG(seed_i, label), the public masked value of field array x;
+    for an int64 0/1 array, d = x - Σ_i a_i with narrow shares a_i in
+    [0, 2^w) (mpc.triples.narrow_mask_width(len(seeds))), an int64."""
+    if x.dtype == np.int64:
+        width = narrow_mask_width(len(seeds))
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise InputError(f"{label}: a narrow-masked array must be 0/1")
+        d = x.copy()
+        for s in seeds:
+            d -= narrow_mask_ints(s, label, x.shape, width).astype(np.int64)   # n 2^w <= 2^63: no wrap
+        return d
     d = x
     for s in seeds:
         d = field.sub(d, Prg(s, label).field(field.shape_of(x)))
@@ -101,8 +112,8 @@ def site_arrays(site, params, block_snps: int, n_grid: int, resolution: float):
                 imputed, mean = impute_site_mean(enc.dosage, enc.missing, f)
                 yield f"geno/imputed/{b}", imputed
                 yield f"geno/mean/{b}", field.from_int(mean)
-                yield f"geno/missing/{b}", field.from_int(enc.missing.astype(np.int64))
-                yield f"geno/het/{b}", field.from_int(enc.het.astype(np.int64))
+                yield f"geno/missing/{b}", enc.missing.astype(np.int64)      # narrow masks (int64)
+                yield f"geno/het/{b}", enc.het.astype(np.int64)
         phen = site.phenotypes()
         if phen:
             kinds = site.phenotype_kinds()
@@ -181,7 +192,7 @@ def submit(study, site_dir, provider: str, *, key_file=None, replace: bool = Fal
         for name, x in arrays:
             d = _mask(x, seeds, array_label(submission, name))
             for c in nodes:
-                c.send({"cmd": "submit_array", "name": name}, d)
+                c.send({"cmd": "submit_array", "name": name}, d, is_field=d.dtype != np.int64)
             for c in nodes:
                 reply, _ = c.recv()
                 if not reply.get("ok"):

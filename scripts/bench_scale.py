@@ -11,8 +11,8 @@ block size beyond the QC / association chunk sizes.
     python scripts/bench_scale.py [--sizes 2000x20000,2000x100000,5000x100000]
                                   [--block-snps 1024] [--work DIR] [--json FILE]
 
-Disk: each node stores 48 bytes per genotype (three masked matrices of 16-byte
-field elements); the script refuses a size whose three nodes would not fit on
+Disk: each node stores 32 bytes per genotype (the imputed dosage as 16-byte field
+elements, the missing and heterozygous indicators as 8-byte narrow-masked int64); the script refuses a size whose three nodes would not fit on
 the work directory's disk and says so.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from parties.local import LocalStudy  # noqa: E402
 from parties.simulate import simulate  # noqa: E402
 
-BYTES_PER_GENOTYPE = 3 * 16
+BYTES_PER_GENOTYPE = 16 + 8 + 8
 
 
 def reset_peaks(study):

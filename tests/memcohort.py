@@ -89,8 +89,8 @@ def make_submissions(genotypes, n_nodes: int, *, params: Params | None = None, b
             imp, mean = impute_site_mean(dosage[:, j0:j1], missing[:, j0:j1], f)
             put(f"geno/imputed/{b}", imp)
             put(f"geno/mean/{b}", field.from_int(mean))
-            put(f"geno/missing/{b}", field.from_int(missing[:, j0:j1].astype(np.int64)))
-            put(f"geno/het/{b}", field.from_int(het[:, j0:j1].astype(np.int64)))
+            put(f"geno/missing/{b}", missing[:, j0:j1].astype(np.int64))
+            put(f"geno/het/{b}", het[:, j0:j1].astype(np.int64))
         if phenotypes is not None:
             kinds = {}
             for pname, (values, kind) in phenotypes[p].items():

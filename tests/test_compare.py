@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mpc import compare, field
+from mpc.errors import InputError, ProtocolError
 from mpc.compare import plan_and_prefix, plan_borrows
 from mpc.params import Params
 from mpc.prg import Prg, new_seed
@@ -123,6 +124,43 @@ def test_bit_mask_specs_travel_and_rebuild_by_xor():
     engine = DealerEngine(3, {DEALER: seeds})
     total = mask_share(seeds[0], spec) ^ mask_share(seeds[1], spec) ^ mask_share(seeds[2], spec)
     assert np.array_equal(engine.rebuild(spec), total)
+
+
+@pytest.mark.parametrize("n_nodes", [2, 3, 4, 5])
+def test_narrow_masks_keep_x_exact_and_fit_int64(n_nodes):
+    """A narrow mask (MaskSpec.width): d = x - Σ a_i is an int64 for 0/1 x, the
+    nodes' shares a_i (+ d on one) add up to x in the field, the spec travels,
+    and the dealer rebuilds the same mask (for products with the matrix)."""
+    from parties.provider import _mask
+    from mpc.triples import narrow_mask_width
+
+    w = narrow_mask_width(n_nodes)
+    assert n_nodes * 2 ** w <= 2 ** 63 < n_nodes * 2 ** (w + 1)
+    seeds = [new_seed() for _ in range(n_nodes)]
+    x = (np.random.default_rng(n_nodes).random((7, 5)) < 0.4).astype(np.int64)
+    d = _mask(x, seeds, "sub/geno/missing/0")
+    assert d.dtype == np.int64 and d.max() <= 1 and d.min() > -(n_nodes << w)
+    spec = MaskSpec("sub", "sub/geno/missing/0", (7, 5), width=w)
+    wire = spec.to_wire()
+    assert len(wire) == 10 and MaskSpec.from_wire(wire) == spec
+    total = field.from_int(d)
+    for s in seeds:
+        total = field.add(total, mask_share(s, spec))
+    assert np.array_equal(field.to_int64(total), x)
+    engine = DealerEngine(n_nodes, {"sub": seeds})
+    assert np.array_equal(field.add(engine.rebuild(spec), field.from_int(d)), field.from_int(x))
+    sel = spec.select(rows=np.array([1, 0, 1, 1, 0, 0, 1], bool)).T()       # selections compose
+    part = field.from_int(d[[0, 2, 3, 6]].T.copy())
+    for s in seeds:
+        part = field.add(part, mask_share(s, sel))
+    assert np.array_equal(field.to_int64(part), x[[0, 2, 3, 6]].T)
+    # The shares look uniform on [0, 2^w): top bit set about half the time.
+    big = np.concatenate([mask_share(s, MaskSpec("sub", "big", (4000,), width=w))[:, 0] for s in seeds])
+    assert np.all(big < np.uint64(2 ** w)) and 0.45 < np.mean(big >> np.uint64(w - 1)) < 0.55
+    with pytest.raises(ProtocolError):
+        MaskSpec.from_wire(wire[:9] + [63])
+    with pytest.raises(InputError):
+        _mask(x * 2, seeds, "sub/geno/het/0")
 
 
 @pytest.mark.parametrize("n_nodes", [2, 3])

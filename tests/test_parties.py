@@ -142,6 +142,45 @@ def test_bad_inputs_leave_stored_data_intact(study, tmp_path):
     assert [b["submissions"] for b in before] == [a["submissions"] for a in after]
 
 
+def test_node_refuses_mistyped_indicator_arrays(study, tmp_path):
+    """The 0/1 matrices travel as narrow-masked int64 (mpc.triples.MaskSpec.width),
+    everything else as field elements: a provider that sends the wrong kind, or
+    an int64 out of the narrow range, is refused and nothing is stored."""
+    import secrets
+
+    from mpc import field
+    from mpc.prg import new_seed
+    from parties.cohort import SnpInfo
+    from parties.provider import site_arrays
+    from parties.service import ClientContext
+    from parties.sites import read_site
+
+    sites = _shared_sites(tmp_path)
+    before = study.status()
+    site = read_site(sites[0])
+    st = study.study
+    meta, _ = site_arrays(site, st.params, st.block_snps, 2, 1.0)
+    meta.update(provider="site1", submission=f"site1-{secrets.token_hex(6)}")
+    snps = np.frombuffer(SnpInfo.to_text(site.snps).encode(), dtype=np.uint8)
+    n, m = site.n_samples, meta["blocks"][0][1]
+    bad = [("geno/missing/0", field.from_int(np.zeros((n, m), np.int64)), True, "int64 narrow-masked"),
+           ("geno/het/0", np.full((n, m), 2, np.int64), False, "int64 narrow-masked"),
+           ("geno/het/0", np.full((n, m), -(2 ** 63), np.int64), False, "int64 narrow-masked"),
+           ("geno/imputed/0", np.zeros((n, m), np.int64), False, "field elements")]
+    client = ClientContext(st, "site1")
+    try:
+        c = client.node(1, 10.0)
+        for name, array, is_field, message in bad:
+            c.call({"cmd": "submit_begin", "meta": meta, "seed": new_seed().hex(), "replace": True},
+                   snps, is_field=False)
+            with pytest.raises(ServiceError, match=message):
+                c.call({"cmd": "submit_array", "name": name}, array, is_field=is_field)
+            c.call({"cmd": "submit_abort"})
+    finally:
+        client.close()
+    assert [b["submissions"] for b in before] == [a["submissions"] for a in study.status()]
+
+
 def test_cli_one_line_errors(study, tmp_path):
     # Unknown provider name, through the real command line: one line, exit status 2.
     site = _shared_sites(tmp_path)[0]
