@@ -111,6 +111,16 @@ def _qc_options(options) -> "qc_protocol.QcOptions":
         raise InputError(str(exc)) from None
 
 
+def _chunk(options, name: str, default: int) -> int:
+    """A chunk-size option: a positive number of SNPs (default when not given)."""
+    value = options.get(name)
+    if value is None:
+        return default
+    if int(value) < 1:
+        raise InputError(f"--{name.replace('_', '-')} must be a positive number of SNPs, got {value}")
+    return int(value)
+
+
 def gwas_inputs(ctx, cohort, options):
     """QC and PCA shared by the GWAS analyses: returns (qc, pcs, y, kind, covariates, names, public)."""
     cohort.require("genotypes", "a GWAS")
@@ -129,7 +139,7 @@ def gwas_inputs(ctx, cohort, options):
         with ctx.phase("qc"):
             keep, tests = qc_protocol.sample_qc(ctx, cohort, qopts, extra)
             qc = qc_protocol.snp_qc(ctx, cohort, qopts, keep,
-                                    chunk_snps=int(options.get("qc_chunk_snps") or qc_protocol.CHUNK_SNPS))
+                                    chunk_snps=_chunk(options, "qc_chunk_snps", qc_protocol.CHUNK_SNPS))
         ctx.save("qc", {"keep": keep, "tests": tests, "snp_keep": qc.snp_keep, "snp_reason": qc.snp_reason,
                         "pca_ok": qc.pca_ok, "n_kept": qc.n_kept, "alt": qc.alt, "miss": qc.miss, "c1": qc.c1})
     else:
@@ -191,7 +201,7 @@ def _gwas_node(ctx, cohort, options):
     if kind == "quantitative":
         y = assoc_protocol.standardise(ctx, y)
     res = assoc_protocol.trend_test(ctx, cohort, qc, y, pcs=pcs, covariates=cov, covariate_names=names,
-                                    chunk_snps=int(options.get("assoc_chunk_snps") or assoc_protocol.CHUNK_SNPS))
+                                    chunk_snps=_chunk(options, "assoc_chunk_snps", assoc_protocol.CHUNK_SNPS))
     public["tested"] = res.snp_mask.tolist()
     return public
 

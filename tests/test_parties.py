@@ -189,6 +189,9 @@ def test_cli_one_line_errors(study, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error:") and "nosuchsite" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    # A chunk size that is not a positive number of SNPs: a clear error from the nodes.
+    with pytest.raises((ServiceError, InputError), match="--qc-chunk-snps must be a positive number"):
+        study.run("gwas", tmp_path / "badchunk", pheno="CASE", qc_chunk_snps=0)
 
 
 def test_submission_to_a_node_that_is_down(study, tmp_path):
