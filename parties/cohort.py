@@ -94,8 +94,11 @@ class StoredCohort:
     def _masked(self, sub, name: str, frac: int = 0) -> SharedArray:
         """A stored array as a masked SharedArray; its d is read from disk only when used."""
         label = array_label(sub["submission"], name)
-        if is_narrow(name):           # int64 x - a with a narrow mask: no limb axis
-            info = sub.meta.get("arrays", {}).get(name, {}) if hasattr(sub, "meta") else {}
+        info = sub.meta.get("arrays", {}).get(name, {}) if hasattr(sub, "meta") else {}
+        dtype = np.dtype(info["dtype"]) if "dtype" in info else sub.array(name).dtype
+        if dtype == np.int64:
+            # x - a under a narrow mask, no limb axis (is_narrow names; data stored before
+            # narrow masks existed holds field elements and is read as such below).
             shape = tuple(info["shape"]) if "shape" in info else sub.array(name).shape
             spec = MaskSpec(sub["submission"], label, shape, width=narrow_mask_width(self.ctx.n))
             return SharedArray.from_mask(self.ctx, Mask(spec, loader=lambda: field.from_int(sub.array(name))),

@@ -80,3 +80,36 @@ def test_snp_qc_in_chunks_equals_one_batch(cohort):
     alt, n_obs = d[kept].sum(axis=0), (~m[kept]).sum(axis=0)
     polymorphic = (alt >= 1) & (alt <= 2 * n_obs - 1)
     assert np.array_equal(chunked[3], r.snp_keep & polymorphic)
+
+
+def test_indicators_stored_before_narrow_masks_still_read(cohort):
+    """Submissions stored as field elements for the 0/1 matrices (before narrow
+    masks) are read by their dtype and give the same QC."""
+    from mpc import field
+    from mpc.prg import Prg
+    from mpc.triples import narrow_mask_ints, narrow_mask_width
+    from parties.cohort import array_label, is_narrow
+
+    subs, seeds, d, m, h = cohort
+    w = narrow_mask_width(3)
+    legacy = []
+    for sub in subs:
+        arrays = dict(sub.arrays)
+        for name, masked in sub.arrays.items():
+            if not is_narrow(name):
+                continue
+            label = array_label(sub["submission"], name)
+            x = masked.copy()
+            for s in seeds[sub["submission"]]:
+                x += narrow_mask_ints(s, label, x.shape, w).astype(np.int64)
+            old = field.from_int(x)
+            for s in seeds[sub["submission"]]:
+                old = field.sub(old, Prg(s, label).field(x.shape))
+            arrays[name] = old
+        legacy.append(type(sub)(sub.meta, arrays, sub.snps_text))
+    opts = qcp.QcOptions(mind=0.1, geno=0.05, maf=0.02, hwe=1e-6)
+    got = run_threads(3, _job, (legacy, opts, None), extra_seeds=seeds, policy=POLICY)[0]
+    r = ref.qc(d, m, h, mind=0.1, geno=0.05, maf=0.02, hwe=1e-6)
+    assert any(a.dtype == np.uint64 for a in legacy[0].arrays.values())
+    assert np.array_equal(got[0], r.sample_keep) and np.array_equal(got[1], r.snp_keep)
+    assert np.array_equal(got[2], r.snp_reason)
