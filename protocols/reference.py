@@ -879,6 +879,18 @@ def ns_steps_carry(n_rows: int, ns_iters: int = 24) -> int:
     return min(int(ns_iters), math.ceil(math.log(math.sqrt(max(n_rows, 2) / 2.0), 1.5)) + 4)
 
 
+def ns_steps_eig(n_rows: int, ns_iters: int = 24) -> int:
+    """Newton–Schulz steps of the small eigenproblem's orthonormalisations, orth(S U),
+    but the last.
+
+    The same argument as ns_steps_carry: a top-k direction of S (trace 1) has
+    eigenvalue lambda_i(S) >= sigma_k^2 >= ~2 / N1 (the trace of S is a part of
+    ||X||_F^2 ~ 1), and leaves orth(S U) with norm ~ lambda_i(S) 1.5^steps, so
+    twice the carry rule's logarithm plus the same margin of 4 (20 at N1 = 1000,
+    24 from N1 ~ 4000 on), never more than `ns_iters`."""
+    return min(int(ns_iters), 2 * math.ceil(math.log(math.sqrt(max(n_rows, 2) / 2.0), 1.5)) + 4)
+
+
 def ns_steps_start(m_cols: int, ns_iters: int = 24) -> int:
     """Newton–Schulz steps of the first orthonormalisation, orth(X Ω).
 
@@ -897,7 +909,8 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     3. ``Q = orth(X Ω)``; ``iters`` times ``Q = orth(X orth(Xᵀ Q))``.  The
        orthonormalisations whose result feeds another power step take
        :func:`ns_steps_start` (the first) and :func:`ns_steps_carry` (the others)
-       Newton–Schulz steps; the last one, whose Q is the result, ``ns_iters``.
+       Newton–Schulz steps; the last one, whose Q is the result, ``ns_iters``;
+       in step 4 likewise :func:`ns_steps_eig`, the last ``ns_iters``.
     4. ``Z = Xᵀ Q``, ``S = Zᵀ Z / trace(Zᵀ Z)``; ``U = I[:, :k]``; ``eig_iters`` times
        ``U = orth(S U)``.
     5. PCs = ``Q U``.
@@ -934,8 +947,9 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     S = Z.T @ Z
     S = S / np.trace(S)          # eigenvalues sum to 1: (S U)ᵀ(S U) is below 1
     U = np.eye(l)[:, :k]
-    for _ in range(int(eig_iters)):
-        U = orth(S @ U, ns_iters, bound=1.0)
+    eig_steps = ns_steps_eig(n_kept, ns_iters)
+    for t in range(int(eig_iters)):
+        U = orth(S @ U, eig_steps if t + 1 < eig_iters else ns_iters, bound=1.0)
     error = max(np.max(np.abs(Q.T @ Q - np.eye(l))), np.max(np.abs(U.T @ U - np.eye(k))))
     return PcaResult(pcs=Q @ U, q=Q, s=S, u=U,
                      snp_index=np.flatnonzero(np.asarray(snp_keep_pca, bool)), alt_freq=alt_freq,
