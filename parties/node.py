@@ -30,9 +30,9 @@ import numpy as np
 
 from mpc.errors import MpcError, ProtocolError, StorageError
 from mpc.net.zmq_channel import ZmqChannel
+from mpc.triples import narrow_mask_width
 from parties.analyses import ANALYSES
 from parties.checkpoint import Checkpoints, job_key
-from mpc.triples import narrow_mask_width
 from parties.cohort import SnpInfo, StoredCohort, is_narrow
 from parties.jobs import node_context
 from parties.service import ServiceServer, daemon_context, peer_server
