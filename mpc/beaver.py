@@ -192,13 +192,21 @@ class MatmulSum:
         pairs.reverse()
         while pairs:                  # pop as we go: a used operand (and its loaded d) is freed
             x, y = pairs.pop()
-            dx, dy = x.mask.d, y.mask.d
-            t = field.matmul(dx, _mask_share(y))
-            field.add(t, field.matmul(_mask_share(x), dy), out=t)
+            src = x.mask.source if x._share is None else None
+            if src is not None:
+                # x is the transpose of a seeded, not yet loaded operand (a genotype
+                # block in Zᵀ Q): multiply its untransposed d and mask share with
+                # matmul_tn instead of materialising two transposed copies.
+                dx, ax, mm = src.d, ctx.tuples.mask(src.spec), field.matmul_tn
+            else:
+                dx, ax, mm = x.mask.d, _mask_share(x), field.matmul
+            dy = y.mask.d
+            t = mm(dx, _mask_share(y))
+            field.add(t, mm(ax, dy), out=t)
             if ctx.leads:
-                field.add(t, field.matmul(dx, dy), out=t)
+                field.add(t, mm(dx, dy), out=t)
             z = t if z is None else field.add(z, t, out=z)
-            del x, y, dx, dy
+            del x, y, dx, ax, dy
         field.add(z, self.tup["c"], out=z)
         return SharedArray(ctx, z, frac)
 

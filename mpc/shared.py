@@ -40,7 +40,7 @@ class Mask:
     transposes compose lazily, so a pass over a large matrix holds one block
     at a time."""
 
-    __slots__ = ("spec", "_d", "_loader")
+    __slots__ = ("spec", "_d", "_loader", "source")
 
     def __init__(self, spec: MaskSpec, d: np.ndarray | None = None, loader=None):
         if d is None and loader is None:
@@ -48,6 +48,7 @@ class Mask:
         self.spec = spec
         self._d = d
         self._loader = loader
+        self.source = None       # for a transpose: the Mask it transposes (products use it untransposed)
 
     @property
     def d(self) -> np.ndarray:
@@ -62,7 +63,9 @@ class Mask:
         return Mask(spec, loader=lambda: transform(load()))
 
     def T(self) -> "Mask":
-        return self._derived(self.spec.T(), lambda d: np.ascontiguousarray(d.transpose(1, 0, 2)))
+        out = self._derived(self.spec.T(), lambda d: np.ascontiguousarray(d.transpose(1, 0, 2)))
+        out.source = self
+        return out
 
     def select(self, rows=None, cols=None) -> "Mask":
         return self._derived(self.spec.select(rows, cols), lambda d: _take2(d, rows, cols))

@@ -243,7 +243,11 @@ def _product_make(req, rebuild):
         # so a pass over a blocked genotype matrix costs one output-sized message.
         total = None
         for a_wire, b_wire in req["pairs"]:
-            c = field.matmul(rebuild(MaskSpec.from_wire(a_wire)), rebuild(MaskSpec.from_wire(b_wire)))
+            a_spec, b = MaskSpec.from_wire(a_wire), rebuild(MaskSpec.from_wire(b_wire))
+            if a_spec.transposed and len(a_spec.shape) == 2:    # aᵀ b without a transposed copy
+                c = field.matmul_tn(rebuild(replace(a_spec, transposed=False)), b)
+            else:
+                c = field.matmul(rebuild(a_spec), b)
             total = c if total is None else field.add(total, c, out=total)
         return {"c": total}
     a = rebuild(MaskSpec.from_wire(req["a"]))
