@@ -179,7 +179,7 @@ def _het_sd_fail(ctx, het, observed, mind_fail, sd_mult, m0):
 CHUNK_SNPS = 65536
 """SNPs tested per batch of comparisons in SNP QC: bounds a node's memory
 (about 1.5 KB per SNP in flight) independently of the number of SNPs, at the
-cost of the tests' ~12 rounds once per chunk."""
+cost of the tests' ~20 rounds once more per extra chunk."""
 
 
 def snp_qc(ctx, cohort, opts: QcOptions, sample_keep, chunk_snps: int = CHUNK_SNPS) -> QcResult:
