@@ -24,6 +24,9 @@ one element per output element, to node n-1 only.
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from mpc import field
 from mpc.shared import Mask, SharedArray
 from mpc.triples import MaskSpec
@@ -176,39 +179,85 @@ def _combine(ctx, op, x, y, c):
     return z
 
 
+def _pair_term(ctx, x: SharedArray, y: SharedArray):
+    """This node's local term of x @ y in a matmul sum (without the dealer's c)."""
+    src = x.mask.source if x._share is None else None
+    if src is not None:
+        # x is the transpose of a seeded, not yet loaded operand (a genotype block in
+        # Zᵀ Q): multiply its untransposed d and mask share with matmul_tn instead of
+        # materialising two transposed copies.
+        dx, ax, mm = src.d, ctx.tuples.mask(src.spec), field.matmul_tn
+    else:
+        dx, ax, mm = x.mask.d, _mask_share(x), field.matmul
+    dy = y.mask.d
+    t = mm(dx, _mask_share(y))
+    field.add(t, mm(ax, dy), out=t)
+    if ctx.leads:
+        field.add(t, mm(dx, dy), out=t)
+    return t
+
+
 class MatmulSum:
     """A pending Σ_k x_k @ y_k (start_matmul_sum); finish() computes it."""
 
     def __init__(self, ctx, pairs, tup):
         self.ctx, self.pairs, self.tup = ctx, pairs, tup
+        self.frac = pairs[0][0].frac + pairs[0][1].frac
 
     def finish(self) -> SharedArray:
         """Local terms pair by pair (each operand's public part is read, used and
         dropped in turn), then the dealer's correction."""
-        ctx = self.ctx
-        z = None
-        frac = self.pairs[0][0].frac + self.pairs[0][1].frac
-        pairs, self.pairs = self.pairs, None
-        pairs.reverse()
-        while pairs:                  # pop as we go: a used operand (and its loaded d) is freed
-            x, y = pairs.pop()
-            src = x.mask.source if x._share is None else None
-            if src is not None:
-                # x is the transpose of a seeded, not yet loaded operand (a genotype
-                # block in Zᵀ Q): multiply its untransposed d and mask share with
-                # matmul_tn instead of materialising two transposed copies.
-                dx, ax, mm = src.d, ctx.tuples.mask(src.spec), field.matmul_tn
-            else:
-                dx, ax, mm = x.mask.d, _mask_share(x), field.matmul
-            dy = y.mask.d
-            t = mm(dx, _mask_share(y))
-            field.add(t, mm(ax, dy), out=t)
-            if ctx.leads:
-                field.add(t, mm(dx, dy), out=t)
-            z = t if z is None else field.add(z, t, out=z)
-            del x, y, dx, ax, dy
-        field.add(z, self.tup["c"], out=z)
-        return SharedArray(ctx, z, frac)
+        return finish_all(self.ctx, [self])[0]
+
+
+def finish_all(ctx, sums) -> list:
+    """finish() of several MatmulSums, their pairs' local terms on ``ctx.workers``
+    threads (the field kernels release the GIL; each thread holds one block's
+    operands at a time).  Field sums are exact, so the result does not depend
+    on the order the terms arrive in."""
+    jobs = []
+    for i, h in enumerate(sums):        # the jobs hold the only references to the operands
+        jobs += [(i, x, y) for x, y in h.pairs]
+        h.pairs = None
+    totals = [None] * len(sums)
+    jobs.reverse()
+
+    def add(i, t):
+        totals[i] = t if totals[i] is None else field.add(totals[i], t, out=totals[i])
+
+    workers = max(1, int(getattr(ctx, "workers", 1)))
+    if workers == 1 or len(jobs) < 2:
+        while jobs:               # pop as we go: a used operand (and its loaded d) is freed
+            i, x, y = jobs.pop()
+            add(i, _pair_term(ctx, x, y))
+            del x, y
+    else:
+        lock = threading.Lock()
+
+        def run():
+            while True:
+                with lock:
+                    if not jobs:
+                        return
+                    i, x, y = jobs.pop()
+                try:
+                    t = _pair_term(ctx, x, y)
+                except BaseException:
+                    with lock:
+                        jobs.clear()    # the others stop at their next pair
+                    raise
+                del x, y
+                with lock:
+                    add(i, t)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for f in [pool.submit(run) for _ in range(workers)]:
+                f.result()              # re-raises a worker's exception
+    out = []
+    for h, z in zip(sums, totals):
+        field.add(z, h.tup["c"], out=z)
+        out.append(SharedArray(ctx, z, h.frac))
+    return out
 
 
 def start_matmul_sum(ctx, pairs) -> MatmulSum:

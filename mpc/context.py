@@ -62,6 +62,7 @@ class PartyContext:
         self.job = job
         self._emit = emit
         self.checkpoint = checkpoint
+        self.workers = 1             # threads for the local block products of a genotype pass
         self._emitted = []          # outputs since the last checkpoint (re-sent on resume)
         self._reveal_mark = 0       # reveal records before that belong to saved phases
         self.log = log or logging.getLogger(f"mpcgwas.{node_name(index)}")

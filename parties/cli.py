@@ -88,7 +88,9 @@ def cmd_node(args) -> int:
 
     study = st.load(args.study)
     _setup_logging(args.log_level, args.log or Path(args.data) / f"node{args.id}.log")
-    return _serve(NodeDaemon(study, args.id, args.data, args.key))
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    return _serve(NodeDaemon(study, args.id, args.data, args.key, workers=args.workers))
 
 
 def cmd_submit(args) -> int:
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--log", default=None)
         if role == "node":
             s.add_argument("--id", type=int, required=True)
+            s.add_argument("--workers", type=int, default=1,
+                           help="threads for the block products of genotype passes (e.g. the node's cores)")
         s.set_defaults(fn=cmd_dealer if role == "dealer" else cmd_node)
 
     s = sub.add_parser("submit", help="secret-share a site folder with the nodes")

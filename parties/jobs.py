@@ -51,11 +51,14 @@ def dealer_job(channel, n: int, extra_seeds: dict) -> dict:
 
 
 def node_context(channel, index: int, n: int, params, policy: dict | None, own_seeds: dict,
-                 job: str, emit=None, log=None, progress=None, checkpoint=None) -> PartyContext:
+                 job: str, emit=None, log=None, progress=None, checkpoint=None, workers: int = 1) -> PartyContext:
     """A node's PartyContext for one job, after receiving its seed from the dealer.
 
-    own_seeds maps a submission id to this node's mask seed for it."""
+    own_seeds maps a submission id to this node's mask seed for it; workers is
+    the number of threads for the block products of a genotype pass."""
     seed = channel.recv(DEALER, "seed", dtype="u8", shape=(16,), count_round=False).tobytes()
     tuples = NodeTuples(index, n, {DEALER: seed, **own_seeds}, channel if index == n - 1 else None)
-    return PartyContext(params, index, n, channel, tuples, RevealPolicy(policy or {}, log), job=job,
-                        emit=emit, log=log, progress=progress, checkpoint=checkpoint)
+    ctx = PartyContext(params, index, n, channel, tuples, RevealPolicy(policy or {}, log), job=job,
+                       emit=emit, log=log, progress=progress, checkpoint=checkpoint)
+    ctx.workers = max(1, int(workers))
+    return ctx

@@ -24,8 +24,9 @@ from parties.service import ClientContext, ServiceError
 class LocalStudy:
     def __init__(self, root, nodes: int = 3, providers=("site1", "site2", "site3"), timeout: float = 5.0,
                  block_snps: int = 256, curve: bool = True, policy: dict | None = None,
-                 analysts=("analyst",)):
+                 analysts=("analyst",), workers: int = 1):
         self.root = Path(root)
+        self.workers = int(workers)          # each node's threads for genotype passes
         self.path = st.init_study(self.root / "study", nodes=nodes, providers=providers, analysts=analysts,
                                   policy={**default_policy(), **(policy or {})}, timeout=timeout,
                                   block_snps=block_snps, curve=curve)
@@ -38,7 +39,7 @@ class LocalStudy:
         cmd = [sys.executable, "-m", "parties.cli", role, "--study", str(self.path), "--data", str(data),
                "--log", str(self.root / "logs" / f"{role}{'' if i is None else i}.log")]
         if i is not None:
-            cmd += ["--id", str(i)]
+            cmd += ["--id", str(i), "--workers", str(self.workers)]
         return cmd
 
     def start(self, name):

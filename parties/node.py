@@ -54,9 +54,10 @@ class NodeDaemon:
     key_file : path, optional (default: the study's key directory)
     """
 
-    def __init__(self, study, index: int, data_dir, key_file=None):
+    def __init__(self, study, index: int, data_dir, key_file=None, workers: int = 1):
         self.study = study
         self.index = index
+        self.workers = max(1, int(workers))     # threads for the block products of genotype passes
         self.me = study.node(index).name
         self.log = logging.getLogger(f"mpcgwas.{self.me}")
         self.store = NodeStore(data_dir)
@@ -248,7 +249,8 @@ class NodeDaemon:
                                                                {s.provider: s["submission"] for s in subs}),
                                       self.log)
             ctx = node_context(channel, self.index, study.n_nodes, study.params, study.policy, own_seeds,
-                               job, emit=emit, log=self.log, progress=progress, checkpoint=checkpoints)
+                               job, emit=emit, log=self.log, progress=progress, checkpoint=checkpoints,
+                               workers=self.workers)
             cohort = StoredCohort(ctx, subs)
             public = analysis.node(ctx, cohort, options)
             ctx.tuples.finish()

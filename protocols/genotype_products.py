@@ -70,7 +70,7 @@ class GenotypeMatrix:
             if self.row_counts[p]:
                 pairs = [(self._piece(b, p), Wb) for b, Wb in blocks]
                 pending.append(beaver.start_matmul_sum(self.ctx, pairs))
-        parts = [h.finish() for h in pending]
+        parts = beaver.finish_all(self.ctx, pending)
         return concatenate(self._to_frac(parts, frac, fmt))
 
     def zt_times(self, Q: SharedArray, frac: int, fmt: Params) -> SharedArray:
@@ -89,7 +89,7 @@ class GenotypeMatrix:
         for b in self._used_blocks():
             pairs = [(self._piece(b, p).T, slices[p]) for p in range(len(self.rows)) if self.row_counts[p]]
             pending.append(beaver.start_matmul_sum(self.ctx, pairs))
-        parts = [h.finish() for h in pending]
+        parts = beaver.finish_all(self.ctx, pending)
         return concatenate(self._to_frac(parts, frac, fmt))
 
     def _piece(self, b, p) -> SharedArray:

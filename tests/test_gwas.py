@@ -72,7 +72,8 @@ def _r_from(outputs_per_node):
 
 def _daemon_runs(root, sites):
     """The same two runs through dealer + 3 node daemons, read back from the analyst's files."""
-    study = LocalStudy(root / "study", timeout=30.0, block_snps=1024,
+    # Two threads per node for the genotype passes: the daemons' threaded path (--workers).
+    study = LocalStudy(root / "study", timeout=30.0, block_snps=1024, workers=2,
                        policy={"qc.sample_keep": ["nodes", "analyst"], "gwas.pcs": ["analyst"]})
     runs = {}
     try:
