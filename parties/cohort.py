@@ -95,17 +95,18 @@ class StoredCohort:
         """A stored array as a masked SharedArray; its d is read from disk only when used."""
         label = array_label(sub["submission"], name)
         info = sub.meta.get("arrays", {}).get(name, {}) if hasattr(sub, "meta") else {}
-        dtype = np.dtype(info["dtype"]) if "dtype" in info else sub.array(name).dtype
+        if "shape" in info:
+            dtype, shape = np.dtype(info["dtype"]), tuple(info["shape"])
+        else:
+            a = sub.array(name)
+            dtype, shape = a.dtype, a.shape
         if dtype == np.int64:
             # x - a under a narrow mask, no limb axis (is_narrow names; data stored before
             # narrow masks existed holds field elements and is read as such below).
-            shape = tuple(info["shape"]) if "shape" in info else sub.array(name).shape
             spec = MaskSpec(sub["submission"], label, shape, width=narrow_mask_width(self.ctx.n))
             return SharedArray.from_mask(self.ctx, Mask(spec, loader=lambda: field.from_int(sub.array(name))),
                                          frac)
-        shape = tuple(sub.meta["arrays"][name]["shape"][:-1]) if hasattr(sub, "meta") and \
-            "shape" in sub.meta.get("arrays", {}).get(name, {}) else sub.array(name).shape[:-1]
-        spec = MaskSpec(sub["submission"], label, shape)
+        spec = MaskSpec(sub["submission"], label, shape[:-1])
         return SharedArray.from_mask(self.ctx, Mask(spec, loader=lambda: sub.array(name)), frac)
 
     def has(self, table: str) -> bool:

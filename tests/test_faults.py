@@ -247,15 +247,22 @@ def _restart(study, name):
     study.start(name)
 
 
-def _resume_and_compare(world, out, phases):
-    """Re-run the command: every node resumes `phases`, and the results are the baseline's."""
-    study = world["study"]
+def _rerun_resuming(study, analysis, out, options, phases):
+    """Re-run the command: every node resumes each of `phases` once and clears its
+    checkpoints at the end; returns the run's summary."""
     before = {(n, p): _log(study, n).count(f"resumed {p} from its checkpoint") for n in NODES for p in phases}
-    summary = study.run("gwas", out, **OPTIONS)
+    summary = study.run(analysis, out, **options)
     for n in NODES:
         for p in phases:
             assert _log(study, n).count(f"resumed {p} from its checkpoint") == before[n, p] + 1, (n, p)
         assert not list((_data(study, n) / "checkpoints").glob("*/*.ckpt")), "checkpoints are cleared"
+    return summary
+
+
+def _resume_and_compare(world, out, phases):
+    """Re-run the command: every node resumes `phases`, and the results are the baseline's."""
+    study = world["study"]
+    summary = _rerun_resuming(study, "gwas", out, OPTIONS, phases)
     _assert_same_results(world, summary, out)
     _assert_storage_verifies(study)
     return summary
@@ -330,14 +337,9 @@ def test_node_killed_during_wald_fits_then_gwas_logistic_resumes(world):
     assert "node2" in str(run.error) and "phase logistic-wald" in str(run.error)
     _assert_jobs_ended(world, "node2", since, "logistic-wald", ("node0", "node1", "dealer"))
     _restart(study, "node2")
-    phases = ("qc", "pca", "logistic-null", "logistic-score")
-    before = {(n, p): _log(study, n).count(f"resumed {p} from its checkpoint") for n in NODES for p in phases}
     out = root / "logistic_resumed"
-    summary = study.run("gwas-logistic", out, **LOGISTIC_OPTIONS)
-    for n in NODES:
-        for p in phases:
-            assert _log(study, n).count(f"resumed {p} from its checkpoint") == before[n, p] + 1, (n, p)
-        assert not list((_data(study, n) / "checkpoints").glob("*/*.ckpt")), "checkpoints are cleared"
+    summary = _rerun_resuming(study, "gwas-logistic", out, LOGISTIC_OPTIONS,
+                              ("qc", "pca", "logistic-null", "logistic-score"))
     assert summary["snps_tested"] == base["snps_tested"] and summary["wald_top_k"] == base["wald_top_k"] == 12
     got, want = _logistic_table(out), _logistic_table(root / "logistic_base")
     assert got.keys() == want.keys()
