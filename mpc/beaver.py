@@ -40,9 +40,17 @@ def _mask_share(x: SharedArray):
     return field.sub(x.share, x.mask.d) if x.ctx.leads else x.share
 
 
-def mask_many(ctx, xs) -> None:
-    """Give every array in xs a mask (one round for all that lack one)."""
+def fresh_mask_spec(ctx, x) -> MaskSpec:
+    """A new dealer mask for x (pass it to mask_many): products with x can be
+    requested before x is masked."""
+    return MaskSpec("dealer", ctx.label("m"), x.shape)
+
+
+def mask_many(ctx, xs, specs=None) -> None:
+    """Give every array in xs a mask (one round for all that lack one); `specs`
+    (from fresh_mask_spec, one per x) chooses the masks."""
     todo, seen = [], set()
+    chosen = {} if specs is None else {id(x): s for x, s in zip(xs, specs)}
     for x in xs:
         if x.mask is None and id(x) not in seen:
             seen.add(id(x))
@@ -51,7 +59,7 @@ def mask_many(ctx, xs) -> None:
         return
     specs, d_shares = [], []
     for x in todo:
-        spec = MaskSpec("dealer", ctx.label("m"), x.shape)
+        spec = chosen.get(id(x)) or fresh_mask_spec(ctx, x)
         a = ctx.tuples.mask(spec)
         specs.append(spec)
         d_shares.append(field.sub(x.share, a))

@@ -46,41 +46,160 @@ def broadcast(x: SharedArray, shape) -> SharedArray:
     return SharedArray(x.ctx, np.ascontiguousarray(share), x.frac)
 
 
-def _newton_schulz(ctx, Yk: SharedArray, Zk: SharedArray, iters: int, fmt: Params):
-    """The coupled iteration T = 3/2 I - Zk Yk / 2; Yk = Yk T; Zk = T Zk, pipelined.
+FAST_A = 2.0
+"""A *fast* Newton–Schulz step uses T = 2I - Zk Yk instead of (3I - Zk Yk) / 2.
+An eigenvalue m of M = Zk Yk maps to m (2 - m)^2: small ones grow 4x per step
+(2.25x in a standard step), the band [0.787, 1.185] maps into itself, but the
+iteration does not converge to 1 inside it.  Fast steps suffice where only the
+column span matters; standard steps then finish exactly (5 from the band to
+below 1e-12; protocols.reference.NS_FINISH_STEPS)."""
 
-    Every truncated value comes masked and T keeps zy's mask, so each product's
-    operands have known masks before their values exist: the dealer's c for the
-    next products and the next truncation pairs are requested one step ahead,
-    and each iteration waits only for its two truncation openings (2 rounds,
-    one round trip each, the dealer's answers already there)."""
+
+def ns_schedule(fast: int, exact: int) -> list:
+    """The step kinds of an orthonormalisation: `fast` fast steps, then `exact` standard ones."""
+    return [True] * int(fast) + [False] * int(exact)
+
+
+def _ns_requests(ctx, spec_y, spec_z, l: int, f: int, bits: int, fast: bool) -> dict:
+    """Every dealer request of one Newton–Schulz step (after the first) whose
+    iterates carry the masks spec_y, spec_z (known before their values:
+    truncation outputs)."""
+    r = {"zy": beaver.request_product(ctx, "matmul", spec_z, spec_y, (l, l)),
+         # A standard step truncates Zk Yk to f - 1 bits and reads it at f bits: half of it.
+         "plan_zy": plan_truncation(ctx, (l, l), f if fast else f + 1, bits)}
+    spec_t = r["plan_zy"].spec.scaled(P - 1)          # T = a I - zy: minus zy's mask
+    r["y"] = beaver.request_product(ctx, "matmul", spec_y, spec_t, (l, l))
+    r["z"] = beaver.request_product(ctx, "matmul", spec_t, spec_z, (l, l))
+    r["plan_y"], r["plan_z"] = plan_truncation(ctx, (l, l), f, bits), plan_truncation(ctx, (l, l), f, bits)
+    return r
+
+
+class _NewtonSchulz:
+    """The coupled iteration from Y0 = A, Z0 = I: T = a I - b Zk Yk; Yk = Yk T;
+    Zk = T Zk (a, b = 3/2, 1/2, or 2, 1 in fast steps), pipelined.
+
+    Every truncated value comes masked and T keeps zy's mask, so every
+    product's operands have known masks before their values exist: the
+    dealer requests of step i + 1 (products and truncation pairs) travel
+    during step i, those of step 1 with the truncation that makes A (only its
+    mask spec is needed), and those of whatever follows (``after``, called
+    with Z's final mask spec) during the last step.  The first step has
+    Z0 = I, so zy = A and T = a I - b A are free: 1 round; every other step
+    waits only for its two truncation openings (2 rounds, 2 hops)."""
+
+    def __init__(self, ctx, spec_a, schedule, fmt: Params, after):
+        self.ctx, self.schedule, self.fmt, self.after = ctx, list(schedule), fmt, after
+        f, l = fmt.f, spec_a.shape[0]
+        self.l, self.bits = l, fmt.k + f
+        fast = self.schedule[0]
+        # Step 1: Y1 = A T (both masked: no opening), Z1 = T, with T = 2I - A
+        # (exact) or (3I - A) / 2 (read at f + 1 bits, then truncated by 1).
+        spec_t = spec_a.scaled(P - 1)
+        self.first = beaver.request_product(ctx, "matmul", spec_a, spec_t, (l, l))
+        self.plan_y1 = plan_truncation(ctx, (l, l), f if fast else f + 1, self.bits)
+        self.plan_z1 = None if fast else plan_truncation(ctx, (l, l), 1, fmt.k + 1)
+        spec_z1 = spec_t if fast else self.plan_z1.spec
+        if len(self.schedule) > 1:
+            self.next = _ns_requests(ctx, self.plan_y1.spec, spec_z1, l, f, self.bits, self.schedule[1])
+            self.tail = None
+        else:
+            self.next, self.tail = None, after(spec_z1)
+
+    def run(self, A: SharedArray):
+        """Z after every step, and what ``after`` requested."""
+        ctx, f, l = self.ctx, self.fmt.f, self.l
+        if self.schedule[0]:
+            T = FAST_A * np.eye(l) - A
+            Yk = truncate_many(ctx, [beaver.combine(ctx, "matmul", A, T, self.first)], [0],
+                               plans=[self.plan_y1])[0]
+            Zk = T
+        else:
+            T = (3.0 * np.eye(l) - A).with_frac(f + 1)
+            Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", A, T, self.first), T], [0, 0],
+                                   plans=[self.plan_y1, self.plan_z1])
+        n = len(self.schedule)
+        for i in range(1, n):
+            req = self.next
+            if i + 1 < n:
+                self.next = _ns_requests(ctx, req["plan_y"].spec, req["plan_z"].spec, l, f, self.bits,
+                                         self.schedule[i + 1])
+            else:
+                self.tail = self.after(req["plan_z"].spec)
+            zy = truncate_many(ctx, [beaver.combine(ctx, "matmul", Zk, Yk, req["zy"])], [0],
+                               plans=[req["plan_zy"]])[0]
+            if self.schedule[i]:
+                T = FAST_A * np.eye(l) - zy
+            else:
+                T = 1.5 * np.eye(l) - zy.with_frac(f)      # a public matrix minus zy: keeps zy's mask
+            Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", Yk, T, req["y"]),
+                                         beaver.combine(ctx, "matmul", T, Zk, req["z"])], [0, 0],
+                                   plans=[req["plan_y"], req["plan_z"]])
+        return Zk, self.tail
+
+
+def _newton_schulz(ctx, Yk: SharedArray, Zk: SharedArray, iters: int, fmt: Params):
+    """The standard coupled iteration from any Yk, Zk (the trace-normalised orth)."""
     f, l = fmt.f, Yk.shape[0]
     if iters <= 0:
         return Yk, Zk
     beaver.mask_many(ctx, [Yk, Zk])
-    bits = fmt.k + f                         # |value| < 2^(k - f - 1) at 2f fractional bits
-    pend_zy = beaver.request_product(ctx, "matmul", Zk.mask.spec, Yk.mask.spec, (l, l))
+    bits = fmt.k + f
+    req = _ns_requests(ctx, Yk.mask.spec, Zk.mask.spec, l, f, bits, False)
     for it in range(iters):
-        # Truncating Zk Yk to f - 1 bits and reading the result at f bits halves it.
-        plan_zy = plan_truncation(ctx, (l, l), f + 1, bits)
-        spec_t = plan_zy.spec.scaled(P - 1)          # T = 3/2 I - zy: minus zy's mask
-        pend_y = beaver.request_product(ctx, "matmul", Yk.mask.spec, spec_t, (l, l))
-        pend_z = beaver.request_product(ctx, "matmul", spec_t, Zk.mask.spec, (l, l))
-        plan_y, plan_z = plan_truncation(ctx, (l, l), f, bits), plan_truncation(ctx, (l, l), f, bits)
         if it + 1 < iters:
-            pend_next = beaver.request_product(ctx, "matmul", plan_z.spec, plan_y.spec, (l, l))
-        zy = truncate_many(ctx, [beaver.combine(ctx, "matmul", Zk, Yk, pend_zy)], [0], plans=[plan_zy])[0]
-        T = 1.5 * np.eye(l) - zy.with_frac(f)      # a public matrix minus zy: keeps zy's mask
-        Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", Yk, T, pend_y),
-                                     beaver.combine(ctx, "matmul", T, Zk, pend_z)], [0, 0],
-                               plans=[plan_y, plan_z])
+            ahead = _ns_requests(ctx, req["plan_y"].spec, req["plan_z"].spec, l, f, bits, False)
+        zy = truncate_many(ctx, [beaver.combine(ctx, "matmul", Zk, Yk, req["zy"])], [0], plans=[req["plan_zy"]])[0]
+        T = 1.5 * np.eye(l) - zy.with_frac(f)
+        Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", Yk, T, req["y"]),
+                                     beaver.combine(ctx, "matmul", T, Zk, req["z"])], [0, 0],
+                               plans=[req["plan_y"], req["plan_z"]])
         if it + 1 < iters:
-            pend_zy = pend_next
+            req = ahead
     return Yk, Zk
 
 
+def bound_exponent(bound: float) -> int:
+    """e with 4^e the power of four at or above `bound`: orth normalises by 4^e
+    (exact shifts) instead of `bound` itself."""
+    if not bound > 0:
+        raise ValueError(f"orth: the bound must be positive, got {bound}")
+    return math.ceil(math.log(float(bound), 4) - 1e-12)
+
+
+def _orth_bounded(ctx, Y: SharedArray, schedule, fmt: Params, bound: float, ridge, with_root):
+    """orth with a public bound: every step pipelined (see orth)."""
+    f, (n, l) = fmt.f, Y.shape
+    e = bound_exponent(bound)
+    if not -f < 2 * e <= fmt.k - f - 3:
+        raise ValueError(f"orth: bound {bound} is outside what the format can normalise by shifts")
+    gram_bits = q_bits = fmt.k + f         # values below 2^(k - f - 1) at 2f fractional bits
+    plan_g = plan_truncation(ctx, (l, l), f + 2 * e, gram_bits)        # A = G / 4^e
+
+    def after(spec_z):               # Q = Y Zk / 2^e: requested during the last step
+        return (beaver.request_product(ctx, "matmul", spec_y, spec_z, (n, l)),
+                plan_truncation(ctx, (n, l), f + e, q_bits))
+
+    # Y's mask (one round if it has none) is chosen first, so that G's c, A's
+    # truncation and the first steps' requests go to the dealer before that round.
+    spec_y = Y.mask.spec if Y.mask is not None else beaver.fresh_mask_spec(ctx, Y)
+    pend_g = beaver.request_product(ctx, "matmul", spec_y.T(), spec_y, (l, l))
+    ns = _NewtonSchulz(ctx, plan_g.spec, schedule, fmt, after) if schedule else None
+    beaver.mask_many(ctx, [Y], specs=[spec_y])
+    A = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y.T, Y, pend_g)], [0], plans=[plan_g])[0].with_frac(f)
+    if ridge:
+        A = A + float(ridge) * np.eye(l)
+    if schedule:
+        Zk, (pend_q, plan_q) = ns.run(A)
+        Q = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y, Zk, pend_q)], [0], plans=[plan_q])[0].with_frac(f)
+    else:
+        Zk = SharedArray.public(ctx, np.eye(l), f)
+        Q = to_frac(Y.with_frac(f + e), f, fmt)
+    return (Q, Zk.with_frac(f + e)) if with_root else Q
+
+
 def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
-         bound: float | None = None, ridge: float | None = None, with_root: bool = False):
+         bound: float | None = None, ridge: float | None = None, with_root: bool = False,
+         fast: int = 0):
     """Löwdin orthonormalisation Q = Y (YᵀY)^(-1/2), columns orthonormal.
 
     Parameters
@@ -88,21 +207,28 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
     Y : SharedArray, shape (n, l)
         |Y_ij| < 2^12 and ||Y||_F^2 < 2^12 (scale it first).
     ns_iters : int
-        Newton–Schulz steps; converges when the smallest eigenvalue of
-        YᵀY / trace exceeds about 2.25^-(ns_iters - 6) (1e-7 for 24).
+        Standard Newton–Schulz steps; they converge when the smallest
+        eigenvalue of the normalised Gram matrix exceeds about
+        2.25^-(ns_iters - 6) (1e-7 for 24).
     fmt : Params, optional
         Working format (default ``wide(params)``).
     bound : float, optional
         A public bound on the eigenvalues of YᵀY (under 3 times the largest):
-        normalise by it instead of the secret trace, which spares the inverse
-        square root (~28 rounds) when the caller knows the scale of Y.
+        normalise by 4^e, the power of four at or above it (exact shifts),
+        instead of the secret trace, which spares the inverse square root
+        (~28 rounds) when the caller knows the scale of Y.
     ridge : float, optional
         Add ridge * I to the normalised Gram matrix: null directions of a
         rank-deficient Y then converge to 1/sqrt(ridge) instead of growing as
         1.5^ns_iters past the format (use >= 2^-22 with the wide format).
     with_root : bool
-        Also return W = (YᵀY + c ridge I)^(-1/2), whose size shows how close to
-        rank-deficient Y is.
+        Also return W = (YᵀY + c ridge I)^(-1/2) (c = 4^e or the trace),
+        whose size shows how close to rank-deficient Y is.
+    fast : int
+        Fast steps (FAST_A) before the standard ones (with a bound only):
+        they grow small eigenvalues 4x per step instead of 2.25x.  With
+        ns_iters = 0 the result keeps the span of Y, orthonormal only up to
+        singular values in [0.89, 1.09] once every direction reached the band.
 
     Returns
     -------
@@ -110,37 +236,40 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
 
     Protocol (docs/ALGORITHMS.md, PCA step 5):
 
-    1. G = YᵀY (one Beaver round; Y keeps its mask for step 5), truncated.
-    2. c = 1/sqrt(trace G) (mpc.nonlinear.inv_sqrt), or 1/sqrt(bound) when a
-       public bound is given; A = c^2 G has its eigenvalues in (0, 1].
-    3. Yk = A, Zk = I; ns_iters times: T = 3/2 I - Zk Yk / 2 (one product,
-       truncated by f + 1), then Yk = Yk T and Zk = T Zk (one batch): 2 rounds,
-       the two truncation openings (truncated values come masked, and T keeps
-       the mask of Zk Yk, so the products open nothing).
-    4. W = c Zk = (YᵀY)^(-1/2).
-    5. Q = Y W (one round: only W is opened).
+    1. G = YᵀY (one Beaver round unless Y is masked; Y keeps its mask for step 5),
+       truncated.
+    2. With a bound: A = G / 4^e (the same truncation); without: c =
+       1/sqrt(trace G) (mpc.nonlinear.inv_sqrt), A = c^2 G.  A's eigenvalues
+       lie in (0, 1] (up to 3).
+    3. Yk = A, Zk = I; `fast` fast then ns_iters standard steps: T = 2I - Zk Yk
+       or 3/2 I - Zk Yk / 2 (one product, truncated), then Yk = Yk T and
+       Zk = T Zk (one batch): 2 rounds, the two truncation openings
+       (truncated values come masked, and T keeps the mask of Zk Yk, so the
+       products open nothing); the first step is 1 round (Z0 = I).
+    4. W = Zk / 2^e, or c Zk: (YᵀY)^(-1/2).
+    5. Q = Y W: with a bound, Y Zk truncated by f + e (no opening).
 
-    Rounds: about 2 ns_iters + 6 (plus one inverse square root without a bound).
-    Nothing is revealed.
+    With a bound every dealer request travels one step ahead of its values
+    (_NewtonSchulz): rounds 2 (fast + ns_iters) + 1 (+1 when Y has no mask),
+    and as many hops (one-way latencies) plus one.  Without a bound: about
+    2 ns_iters + 6 rounds plus one inverse square root.  Nothing is revealed.
     """
     fmt = fmt or wide(ctx.params)
     f = fmt.f
     l = Y.shape[1]
     Y = to_frac(Y, f, fmt)
+    if bound is not None:
+        return _orth_bounded(ctx, Y, ns_schedule(fast, ns_iters), fmt, float(bound), ridge, with_root)
+    if fast:
+        raise ValueError("orth: fast steps need a public bound")
     G = beaver.fixed_products(ctx, [("matmul", Y.T, Y)], fmt=fmt)[0]
-    if bound is None:
-        tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
-        c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)
-        c2 = beaver.fixed_products(ctx, [("square", c, None)], fmt=fmt)[0]
-        A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
-    else:
-        A = truncate(G.mul_public(1.0 / float(bound), f), f, fmt.k + f)
+    tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
+    c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)
+    c2 = beaver.fixed_products(ctx, [("square", c, None)], fmt=fmt)[0]
+    A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
     if ridge:
         A = A + float(ridge) * np.eye(l)
     Yk, Zk = _newton_schulz(ctx, A, SharedArray.public(ctx, np.eye(l), f), int(ns_iters), fmt)
-    if bound is None:
-        W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
-    else:
-        W = truncate(Zk.mul_public(1.0 / math.sqrt(float(bound)), f), f, fmt.k + f)
+    W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
     Q = beaver.fixed_products(ctx, [("matmul", Y, W)], fmt=fmt)[0]
     return (Q, W) if with_root else Q

@@ -119,7 +119,7 @@ def cmd_run(args) -> int:
     summary = run_analysis(study, args.analysis, options, args.out, me=args.as_, key_file=args.key,
                            progress=not args.no_progress)
     headline = {k: v for k, v in summary.items()
-                if k not in ("reveals", "traffic_bytes_sent", "rounds", "phases")}
+                if k not in ("reveals", "traffic_bytes_sent", "rounds", "hops", "phases")}
     print(json.dumps({args.analysis: headline}, indent=1, default=str))
     print(f"results in {Path(args.out).resolve()}")
     return 0

@@ -185,10 +185,11 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
         lead = result.traffic.get(nodes[0].peer, {})
         summary.update(job=job, seconds=round(result.seconds, 3),
                        phases={name: {"seconds": round(p["seconds"], 3), "rounds": p["rounds"],
-                                      "bytes_sent": p["bytes_sent"]} for name, p in lead.items()},
+                                      "hops": p.get("hops", 0), "bytes_sent": p["bytes_sent"]} for name, p in lead.items()},
                        traffic_bytes_sent={n: sum(p["bytes_sent"] for p in t.values())
                                            for n, t in result.traffic.items()},
                        rounds={n: sum(p["rounds"] for p in t.values()) for n, t in result.traffic.items()},
+                       hops={n: sum(p.get("hops", 0) for p in t.values()) for n, t in result.traffic.items()},
                        reveals=[{k: r[k] for k in ("name", "shape", "to")} for r in result.reveals])
         path = out_dir / "summary.json"
         try:

@@ -20,7 +20,7 @@ import numpy as np
 from mpc import beaver
 from mpc.params import Params
 from mpc.shared import SharedArray, concatenate
-from mpc.truncate import truncate_many
+from mpc.truncate import plan_truncation, truncate_many
 
 
 class GenotypeMatrix:
@@ -57,6 +57,7 @@ class GenotypeMatrix:
         Per provider, one dealer correction for the sum over SNP blocks
         (beaver.start_matmul_sum); W is masked once for all (no opening when it
         comes masked).  The nodes read one block of one provider at a time."""
+        plans = self._plan_to_frac([(c, W.shape[1]) for c in self.row_counts if c], W.frac, frac, fmt)
         beaver.mask_many(self.ctx, [W])
         blocks, start = [], 0
         for b in self._used_blocks():
@@ -71,13 +72,15 @@ class GenotypeMatrix:
                 pairs = [(self._piece(b, p), Wb) for b, Wb in blocks]
                 pending.append(beaver.start_matmul_sum(self.ctx, pairs))
         parts = beaver.finish_all(self.ctx, pending)
-        return concatenate(self._to_frac(parts, frac, fmt))
+        return concatenate(self._to_frac(parts, frac, plans))
 
     def zt_times(self, Q: SharedArray, frac: int, fmt: Params) -> SharedArray:
         """Zᵀ @ Q for Q of shape (n_rows, l); result (n_cols, l) at `frac` bits.
 
         Per SNP block, one dealer correction for the sum over providers; every
         request goes out first, then the nodes stream the blocks."""
+        plans = self._plan_to_frac([(int(self.block_cols[b].sum()), Q.shape[1]) for b in self._used_blocks()],
+                                   Q.frac, frac, fmt)
         beaver.mask_many(self.ctx, [Q])
         offsets = np.cumsum([0] + self.row_counts)
         slices = []
@@ -90,20 +93,27 @@ class GenotypeMatrix:
             pairs = [(self._piece(b, p).T, slices[p]) for p in range(len(self.rows)) if self.row_counts[p]]
             pending.append(beaver.start_matmul_sum(self.ctx, pairs))
         parts = beaver.finish_all(self.ctx, pending)
-        return concatenate(self._to_frac(parts, frac, fmt))
+        return concatenate(self._to_frac(parts, frac, plans))
 
     def _piece(self, b, p) -> SharedArray:
         """Provider p's part of block b, rows and columns selected (read lazily)."""
         return self.cohort.genotype_block(b, (self.matrix,))[self.matrix][p].select(
             self.rows[p], self.block_cols[b])
 
-    def _to_frac(self, parts, frac, fmt):
+    def _plan_to_frac(self, shapes, w_frac, frac, fmt):
+        """The truncations that bring a pass's sums (of these shapes) to `frac`
+        bits, requested with the pass (None when the scale is already right)."""
+        m = self.frac + w_frac - frac
+        if m <= 0:
+            return None
+        return [plan_truncation(self.ctx, shape, m, fmt.k - fmt.f + frac + m) for shape in shapes]
+
+    def _to_frac(self, parts, frac, plans):
         """Sums of untruncated products, brought to `frac` bits (one truncation round,
         or none when an integer matrix times W already has the right scale)."""
-        m = parts[0].frac - frac
-        if m <= 0:
+        if plans is None:
             return [p.rescale_exact(frac) for p in parts]
-        return truncate_many(self.ctx, parts, m, fmt.k - fmt.f + frac + m)
+        return truncate_many(self.ctx, parts, [0] * len(parts), plans=plans)
 
     def column_sums(self, names=("imputed", "missing")) -> dict:
         """Per-provider column sums over the selected rows and columns (local).

@@ -14,11 +14,13 @@ with site-mean imputation).  Protocol:
    Q = orth(X Ω); ``iters`` times Q = orth(X orth(Xᵀ Q)) (mpc.linalg.orth,
    Newton–Schulz with the public eigenvalue bound 1, since ||X||_F^2 ~ 1).
    Only the last orthonormalisation must be exact; the ones feeding another
-   power step keep the span with fewer steps (reference.ns_steps_start,
-   ns_steps_carry: 15 and 12 instead of 24 at N1 = M3 = 1000), 2 rounds each.
+   power step keep the span with fast steps only (mpc.linalg.FAST_A: small
+   eigenvalues grow 4x per step; reference.ns_steps_start, ns_steps_carry: 9
+   and 7 at N1 = M3 = 1000), 2 rounds each; the last adds
+   reference.NS_FINISH_STEPS standard steps.
 4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z / trace (l x l, one reciprocal);
-   U = I[:, :k]; ``eig_iters`` times U = orth(S U), all but the last with
-   reference.ns_steps_eig steps (20 at N1 = 1000, 24 from ~4000 on).  PCs = Q U
+   U = I[:, :k]; ``eig_iters`` times U = orth(S U) with reference.ns_steps_eig
+   fast steps (12 at N1 = 1000, 18 at 100 000), the last finished exactly.  PCs = Q U
    (N1 x k), orthonormal.
 
 Nothing is revealed: the PCs feed the association test as shares.
@@ -37,7 +39,7 @@ from mpc.shared import SharedArray
 from mpc.truncate import truncate
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
-from protocols.reference import ld_thin, ns_steps_carry, ns_steps_eig, ns_steps_start
+from protocols.reference import NS_FINISH_STEPS, ld_thin, ns_steps_carry, ns_steps_eig, ns_steps_start
 
 POLICY = {}          # PCs stay secret; a study may add "gwas.pcs" = ["analyst"] to output them
 
@@ -48,7 +50,7 @@ class PcaOptions:
     oversample: int = 10
     iters: int = 10
     eig_iters: int = 10
-    ns_iters: int = 24
+    finish_steps: int = NS_FINISH_STEPS
     ld_dist: int = 100000
     seed: int = 0
 
@@ -140,23 +142,22 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         omega = np.random.default_rng(opts.seed).standard_normal((m3, l)) / math.sqrt(m3)
         # ||X||_F^2 ~ 1, so every Gram matrix below has eigenvalues under ~1: public bound 1.
         # Orthonormalisations that feed another power step need only keep the span
-        # (fewer Newton-Schulz steps, reference.ns_steps_carry); the last is exact.
-        carry = ns_steps_carry(qc.n_kept, opts.ns_iters)
-        Q = orth(ctx, X.times_public(omega), ns_steps_start(m3, opts.ns_iters) if opts.iters else opts.ns_iters,
-                 bound=1.0)
+        # (fast Newton-Schulz steps, reference.ns_steps_carry); the last is exact.
+        carry, finish = ns_steps_carry(qc.n_kept), opts.finish_steps
+        Q = orth(ctx, X.times_public(omega), 0 if opts.iters else finish, bound=1.0, fast=ns_steps_start(m3))
         steps = 2 * opts.iters + 2
         for t in range(opts.iters):
-            P = orth(ctx, X.t_times(Q), carry, bound=1.0)
-            Q = orth(ctx, X.times(P), carry if t + 1 < opts.iters else opts.ns_iters, bound=1.0)
+            P = orth(ctx, X.t_times(Q), 0, bound=1.0, fast=carry)
+            Q = orth(ctx, X.times(P), 0 if t + 1 < opts.iters else finish, bound=1.0, fast=carry)
             ctx.progress("pca", 2 * t + 2, steps)
         Zt = X.t_times(Q)
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=X.fmt)[0]
         S = _normalise_trace(ctx, S, X.fmt)       # eigenvalues sum to 1
         U = SharedArray.public(ctx, np.eye(l)[:, :opts.k], X.fmt.f)
-        eig_steps = ns_steps_eig(qc.n_kept, opts.ns_iters)
+        eig_steps = ns_steps_eig(qc.n_kept)
         for t in range(opts.eig_iters):
             U = orth(ctx, beaver.fixed_products(ctx, [("matmul", S, U)], fmt=X.fmt)[0],
-                     eig_steps if t + 1 < opts.eig_iters else opts.ns_iters, bound=1.0)
+                     0 if t + 1 < opts.eig_iters else finish, bound=1.0, fast=eig_steps)
         pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=X.fmt)[0]
         ctx.progress("pca", steps, steps)
     return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3)

@@ -673,32 +673,46 @@ def ld_thin(chrom, pos, keep, dist=100000):
     return out
 
 
-def orth(Y, ns_iters=24, bound=None):
+NS_FAST_A = 2.0
+"""Fast Newton–Schulz steps use T = 2I - Z Y: an eigenvalue m of M = Z Y maps to
+m (2 - m)^2, so small ones grow 4x per step (2.25x in a standard step,
+T = (3I - Z Y) / 2), and the band [NS_BAND_LOW, 1.185] maps into itself without
+converging to 1 in it: enough where only the span matters."""
+NS_BAND_LOW = 0.787
+NS_FINISH_STEPS = 5
+"""Standard steps that take the band to exact orthonormality: the error
+max |m - 1| <= 0.213 falls to 0.036, 1e-3, 7e-7, 4e-13, below the format."""
+
+
+def orth(Y, ns_iters=24, bound=None, fast=0):
     """Löwdin orthonormalisation ``Y (YᵀY)^(-1/2)`` by coupled Newton–Schulz.
 
-    Exactly ALGORITHMS.md PCA step 5: ``G = YᵀY``, ``A = G / trace(G)``,
-    ``Y0 = A, Z0 = I``, then ``ns_iters`` times ``T = (3I - Z Y)/2;
-    Y = Y T; Z = T Z``, and the result is ``Y Z / sqrt(trace(G))``.
+    Exactly ALGORITHMS.md PCA step 5: ``G = YᵀY``, ``A = G / c`` with c the
+    trace or, given a bound, the power of four at or above it; ``Y0 = A,
+    Z0 = I``, then ``fast`` fast steps (``T = 2I - Z Y``, NS_FAST_A) and
+    ``ns_iters`` standard ones (``T = (3I - Z Y)/2``), each ``Y = Y T; Z = T Z``;
+    the result is ``Y Z / sqrt(c)``.
 
-    The iteration converges for an eigenvalue ``a`` of A (0 < a <= 1) once
+    A standard step converges for an eigenvalue ``a`` of A (0 < a <= 1) once
     roughly ``log(1/a) / log(2.25)`` steps have passed, then quadratically, so
     24 steps handle Gram matrices whose smallest non-zero eigenvalue is above
     ~1e-7 of the trace (measured: a 12-column Y with condition number 1e3 is
-    exact to 1e-15, with 1e4 its projector is off by 4e-3).  Centre and scale
-    columns before calling it.
+    exact to 1e-15, with 1e4 its projector is off by 4e-3).  Fast steps take
+    ``log(1/a) / log(4)`` to reach the band; NS_FINISH_STEPS standard steps
+    then finish.  Centre and scale columns before calling it.
     Null directions of a rank-deficient Y contribute nothing in exact
     arithmetic; in float64 their rounding noise is amplified by at most
-    ``1.5^ns_iters``.
+    ``2^fast 1.5^ns_iters``.
 
     Parameters
     ----------
     Y : array_like, shape (n, k)
-    ns_iters : int
+    ns_iters, fast : int
     bound : float, optional
         A public upper bound on the eigenvalues of YᵀY (below 3 times the
-        largest) to normalise by instead of the trace; the secure protocol
-        uses it where the scaling of Y is known, which spares an inverse
-        square root.
+        largest) to normalise by (rounded up to a power of four) instead of
+        the trace; the secure protocol uses it where the scaling of Y is
+        known, which spares an inverse square root.
 
     Returns
     -------
@@ -708,16 +722,20 @@ def orth(Y, ns_iters=24, bound=None):
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim != 2:
         raise InputError(f"orth needs a 2-D matrix, got shape {Y.shape}")
-    if int(ns_iters) != ns_iters or ns_iters < 0:
-        raise InputError(f"ns_iters must be a non-negative integer, got {ns_iters}")
+    for name, v in (("ns_iters", ns_iters), ("fast", fast)):
+        if int(v) != v or v < 0:
+            raise InputError(f"{name} must be a non-negative integer, got {v}")
     G = Y.T @ Y
-    scale = float(np.trace(G)) if bound is None else float(bound)
+    if bound is None:
+        scale = float(np.trace(G))
+    else:
+        scale = 4.0 ** math.ceil(math.log(float(bound), 4) - 1e-12)   # as mpc.linalg.bound_exponent
     if scale == 0.0:
         return np.zeros_like(Y)
     eye = np.eye(G.shape[0])
     Yk, Zk = G / scale, eye
-    for _ in range(int(ns_iters)):
-        T = (3.0 * eye - Zk @ Yk) / 2.0
+    for step in range(int(fast) + int(ns_iters)):
+        T = NS_FAST_A * eye - Zk @ Yk if step < fast else (3.0 * eye - Zk @ Yk) / 2.0
         Yk = Yk @ T
         Zk = T @ Zk
     return Y @ (Zk / math.sqrt(scale))
@@ -861,62 +879,69 @@ class ExactPcaResult:
     singular_values: np.ndarray
 
 
-def ns_steps_carry(n_rows: int, ns_iters: int = 24) -> int:
-    """Newton–Schulz steps of the orthonormalisations *inside* the power iterations.
+def ns_fast_steps(smallest: float, margin: int) -> int:
+    """Fast Newton–Schulz steps that take an eigenvalue `smallest` of A into the
+    band [NS_BAND_LOW, 1.185], plus `margin` (each a factor ~4 on `smallest`)."""
+    m, steps = float(smallest), 0
+    while m < NS_BAND_LOW:
+        m, steps = m * (NS_FAST_A - m) ** 2, steps + 1
+    return steps + int(margin)
+
+
+def ns_steps_carry(n_rows: int) -> int:
+    """Fast Newton–Schulz steps of the orthonormalisations *inside* the power
+    iterations (and, then NS_FINISH_STEPS standard ones, of the last).
 
     There only the column span matters, not exact orthonormality.  A direction
-    whose Gram eigenvalue a (of A = G / bound) has not converged leaves the
-    orthonormalisation with norm about sqrt(a) 1.5^steps instead of 1, and the
-    next half step multiplies it by a singular value of X: it survives the
-    iterations when 1.5^steps sigma >= 1.  With ||X||_F^2 ~ 1 the l-th singular
-    value of X is at least the bulk edge, sigma^2 >= ~2 / N1 (measured 1.87 / N1
-    on the simulated cohort, 4.9 / N1 on secure-gwas's data), so
-    ceil(log_1.5 sqrt(N1 / 2)) steps suffice; 4 more are the margin (12 at
-    N1 = 1000, 18 at 100 000), never more than `ns_iters`.  Measured on the
-    simulated 2000 x 20 000 cohort (rule: 13): 3 steps fewer still give PCs
-    within cosines 1 - 1e-7 of the 24-step ones; 5 fewer lose the tail (a
-    column of Q of norm 0.08)."""
-    return min(int(ns_iters), math.ceil(math.log(math.sqrt(max(n_rows, 2) / 2.0), 1.5)) + 4)
+    whose Gram eigenvalue a (of A = G) has not reached the band leaves the
+    orthonormalisation with a norm below 1 instead of about 1, and the next
+    half step multiplies it by a singular value of X.  With ||X||_F^2 ~ 1 the
+    l-th singular value of X is at least the bulk edge, a = sigma^2 >= ~2 / N1
+    (measured 1.87 / N1 on the simulated cohort, 4.9 / N1 on secure-gwas's
+    data); 2 more steps are the margin (a factor 16 on a): 7 at N1 = 1000,
+    11 at 100 000.  (The rule with standard steps had a margin of 4 steps, a
+    factor 26: 3 fewer still gave PCs within cosines 1 - 1e-7, 5 fewer lost
+    the tail.)"""
+    return ns_fast_steps(2.0 / max(n_rows, 2), 2)
 
 
-def ns_steps_eig(n_rows: int, ns_iters: int = 24) -> int:
-    """Newton–Schulz steps of the small eigenproblem's orthonormalisations, orth(S U),
-    but the last.
+def ns_steps_eig(n_rows: int) -> int:
+    """Fast Newton–Schulz steps of the small eigenproblem's orthonormalisations,
+    orth(S U) (the last adds NS_FINISH_STEPS standard ones).
 
     The same argument as ns_steps_carry: a top-k direction of S (trace 1) has
     eigenvalue lambda_i(S) >= sigma_k^2 >= ~2 / N1 (the trace of S is a part of
-    ||X||_F^2 ~ 1), and leaves orth(S U) with norm ~ lambda_i(S) 1.5^steps, so
-    twice the carry rule's logarithm plus the same margin of 4 (20 at N1 = 1000,
-    24 from N1 ~ 4000 on), never more than `ns_iters`."""
-    return min(int(ns_iters), 2 * math.ceil(math.log(math.sqrt(max(n_rows, 2) / 2.0), 1.5)) + 4)
+    ||X||_F^2 ~ 1), so the Gram eigenvalue of S U is at least (2 / N1)^2; the
+    same margin of 2 (11 at N1 = 1000, 19 at 100 000)."""
+    return ns_fast_steps((2.0 / max(n_rows, 2)) ** 2, 2)
 
 
-def ns_steps_start(m_cols: int, ns_iters: int = 24) -> int:
-    """Newton–Schulz steps of the first orthonormalisation, orth(X Ω).
+def ns_steps_start(m_cols: int) -> int:
+    """Fast Newton–Schulz steps of the first orthonormalisation, orth(X Ω).
 
     Ω has N(0, 1/M3) entries, so the Gram matrix of X Ω is about I / M3 with
-    ||X||_F^2 ~ 1: every direction survives after ceil(log_1.5 sqrt(M3)) steps;
-    6 more are the margin, never more than `ns_iters`."""
-    return min(int(ns_iters), math.ceil(math.log(math.sqrt(max(m_cols, 2)), 1.5)) + 6)
+    ||X||_F^2 ~ 1: 3 steps more than reaching the band from 1 / M3 are the
+    margin (a factor 64; 9 at M3 = 1000)."""
+    return ns_fast_steps(1.0 / max(m_cols, 2), 3)
 
 
 def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iters=10,
-        eig_iters=30, seed=0, ns_iters=24, site=None, f=28):
+        eig_iters=30, seed=0, finish_steps=NS_FINISH_STEPS, site=None, f=28):
     """Randomized PCA exactly as ALGORITHMS.md PCA steps 2–5, in float64.
 
     1. X = :func:`standardise` (N1 × M3).
     2. Ω = ``np.random.default_rng(seed).standard_normal((M3, l)) / sqrt(M3)``, l = k + oversample.
     3. ``Q = orth(X Ω)``; ``iters`` times ``Q = orth(X orth(Xᵀ Q))``.  The
-       orthonormalisations whose result feeds another power step take
-       :func:`ns_steps_start` (the first) and :func:`ns_steps_carry` (the others)
-       Newton–Schulz steps; the last one, whose Q is the result, ``ns_iters``;
-       in step 4 likewise :func:`ns_steps_eig`, the last ``ns_iters``.
+       orthonormalisations take :func:`ns_steps_start` (the first) and
+       :func:`ns_steps_carry` (the others) fast Newton–Schulz steps; the last
+       one, whose Q is the result, ``finish_steps`` standard ones after them;
+       in step 4 likewise :func:`ns_steps_eig`.
     4. ``Z = Xᵀ Q``, ``S = Zᵀ Z / trace(Zᵀ Z)``; ``U = I[:, :k]``; ``eig_iters`` times
        ``U = orth(S U)``.
     5. PCs = ``Q U``.
 
-    ``orth`` is :func:`orth` with ``ns_iters`` Newton–Schulz steps and the public
-    bound 1 on the Gram eigenvalues (||X||_F^2 ~ 1).
+    ``orth`` is :func:`orth` with the public bound 1 on the Gram eigenvalues
+    (||X||_F^2 ~ 1).
 
     Parameters
     ----------
@@ -924,7 +949,7 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     missing : array of bool or 0/1, shape (N0, M0)
     sample_keep : array of bool, shape (N0,)
     snp_keep_pca : array of bool, shape (M0,)
-    k, oversample, iters, eig_iters, seed, ns_iters : int
+    k, oversample, iters, eig_iters, seed, finish_steps : int
 
     Returns
     -------
@@ -939,17 +964,18 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
     omega = np.random.default_rng(seed).standard_normal((m_used, l)) / math.sqrt(m_used)
     # ||X||_F^2 is about 1 (standardised columns, scaled by 1/sqrt(N1 M3)), so the
     # Gram matrices of X Ω, X P and Xᵀ Q have eigenvalues below ~1: public bound 1.
-    carry, start = ns_steps_carry(n_kept, ns_iters), ns_steps_start(m_used, ns_iters)
-    Q = orth(X @ omega, start if iters else ns_iters, bound=1.0)
+    carry, start, finish = ns_steps_carry(n_kept), ns_steps_start(m_used), int(finish_steps)
+    Q = orth(X @ omega, 0 if iters else finish, bound=1.0, fast=start)
     for t in range(int(iters)):
-        Q = orth(X @ orth(X.T @ Q, carry, bound=1.0), carry if t + 1 < iters else ns_iters, bound=1.0)
+        Q = orth(X @ orth(X.T @ Q, 0, bound=1.0, fast=carry), 0 if t + 1 < iters else finish, bound=1.0,
+                 fast=carry)
     Z = X.T @ Q
     S = Z.T @ Z
     S = S / np.trace(S)          # eigenvalues sum to 1: (S U)ᵀ(S U) is below 1
     U = np.eye(l)[:, :k]
-    eig_steps = ns_steps_eig(n_kept, ns_iters)
+    eig_steps = ns_steps_eig(n_kept)
     for t in range(int(eig_iters)):
-        U = orth(S @ U, eig_steps if t + 1 < eig_iters else ns_iters, bound=1.0)
+        U = orth(S @ U, 0 if t + 1 < eig_iters else finish, bound=1.0, fast=eig_steps)
     error = max(np.max(np.abs(Q.T @ Q - np.eye(l))), np.max(np.abs(U.T @ U - np.eye(k))))
     return PcaResult(pcs=Q @ U, q=Q, s=S, u=U,
                      snp_index=np.flatnonzero(np.asarray(snp_keep_pca, bool)), alt_freq=alt_freq,

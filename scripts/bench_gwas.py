@@ -108,9 +108,9 @@ def bench(name, sites, work, curve=True):
     print(f"submission (3 sites): {t_submit:.1f} s")
     print(f"analysis wall time:   {wall:.1f} s   (plaintext reference {baseline:.2f} s: ratio {wall / baseline:.0f}x)")
     print(f"lambda_GC {summary['lambda_gc']}; top hit {summary['top_hits'][0]['ID'] if summary['top_hits'] else '-'}")
-    print(f"{'phase':<14}{'seconds':>10}{'rounds':>10}{'MB sent':>12}")
+    print(f"{'phase':<14}{'seconds':>10}{'rounds':>10}{'hops':>8}{'MB sent':>12}")
     for phase, p in summary["phases"].items():
-        print(f"{phase:<14}{p['seconds']:>10.2f}{p['rounds']:>10}{p['bytes_sent'] / 1e6:>12.1f}")
+        print(f"{phase:<14}{p['seconds']:>10.2f}{p['rounds']:>10}{p['hops']:>8}{p['bytes_sent'] / 1e6:>12.1f}")
     print("bytes sent per node: " + ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in summary["traffic_bytes_sent"].items()))
     print(f"{'party':<8}{'CPU s (job)':>12}{'peak MiB':>10}")
     for party in after:

@@ -10,6 +10,8 @@ What is checked:
 - channels: a tag, dtype or shape mismatch is an error naming both parties and
   the step; traffic is counted per phase (bytes, messages, rounds); an abort
   reaches the peers as PeerAborted; a silent peer is a PeerTimeout naming it;
+  the hop clock counts the one-way latencies of the longest causal chain
+  (an exchange is one hop, a relay two, a stale message none);
 - ZeroMQ: arrays of every size cross CurveZMQ links intact; a key that is not
   in the KeyRing is refused and the refusal is logged; a registered key cannot
   speak under another party's name; heartbeats keep a slow peer alive, their
@@ -254,6 +256,33 @@ def test_inprocess_exchange_is_one_round(hub):
         assert chans[me].stats.phases["open"].rounds == 1
         assert chans[me].stats.phases["open"].messages_sent == 2
     assert chans["node0"].stats.total().rounds == 1
+
+
+def test_hop_clock_counts_the_longest_causal_chain(hub):
+    a, b, c = (hub.channel(n) for n in ("node0", "node1", "node2"))
+    x = field_array((3,))
+    a.send("node1", "early", x)            # sent at hop 0, read late: adds one hop, not more
+    a.send("node1", "x", x)
+    assert b.hops == 0
+    b.recv("node0", "early")
+    b.recv("node0", "x")
+    assert b.hops == 1 and b.stats.now.hops == 1
+    b.send("node2", "relay", x)            # a -> b -> c: two one-way latencies
+    c.recv("node1", "relay")
+    assert c.hops == 2
+    c.send("node0", "back", x)
+    a.recv("node2", "back")
+    assert a.hops == 3
+    with b.stats.phase("open"):
+        results = run_parallel(
+            lambda: a.exchange(["node1", "node2"], "d", x, dtype="f127", shape=(3,)),
+            lambda: b.exchange(["node0", "node2"], "d", x, dtype="f127", shape=(3,)),
+            lambda: c.exchange(["node0", "node1"], "d", x, dtype="f127", shape=(3,)))
+    assert len(results) == 3
+    # each clock ends one past the largest it received: a's 3 reached b and c,
+    # while a, ahead of both, keeps its own
+    assert (a.hops, b.hops, c.hops) == (3, 4, 4)
+    assert b.stats.phases["open"].hops == 3 and b.stats.phases["open"].rounds == 1
 
 
 def test_inprocess_exchange_parts(hub, monkeypatch):

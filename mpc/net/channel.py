@@ -6,6 +6,14 @@ dtype and shape are the expected ones; ``exchange`` sends to several peers and
 then receives from each of them: one communication round.  Every channel
 counts bytes, messages and rounds per named phase (``stats``).
 
+Rounds count a party's own waits; **hops** count latency.  Every data message
+carries its sender's hop clock and a receiver moves its clock to at least the
+message's plus one (a Lamport clock), so a party's clock is the number of
+one-way message latencies on the longest causal chain behind what it has
+received, the dealer's requests and answers included.  On a link with one-way
+delay D the wall time is at least hops x D: the figure to minimise for WANs.
+A phase's hops are the advances of the clock during it.
+
 Messages from one peer arrive in the order they were sent.  ``recv`` takes
 the head of that peer's queue and a different tag there is a protocol error
 (the parties disagree about the step) — except with ``any_order=True`` (the
@@ -34,6 +42,7 @@ class PhaseTraffic:
     bytes_received: int = 0
     messages_sent: int = 0
     rounds: int = 0
+    hops: int = 0
     seconds: float = 0.0
 
 
@@ -65,6 +74,7 @@ class TrafficStats:
             out.bytes_received += p.bytes_received
             out.messages_sent += p.messages_sent
             out.rounds += p.rounds
+            out.hops += p.hops
         return out
 
     def as_dict(self) -> dict:
@@ -87,6 +97,7 @@ class Channel(ABC):
         self.peers = tuple(peers)
         self.session = session
         self.stats = TrafficStats()
+        self.hops = 0                     # the hop clock (module docstring)
         self._inbox = {p: collections.deque() for p in self.peers}
 
     # -- to be provided by an implementation
@@ -121,7 +132,7 @@ class Channel(ABC):
         self._check_peer(peer)
         if is_field is None:  # a uint64 array with a trailing axis of 2 is taken for field elements
             is_field = array.dtype == np.uint64 and array.ndim >= 2 and array.shape[-1] == 2
-        msg = frames.encode_data(tag, array, is_field, self.session)
+        msg = frames.encode_data(tag, array, is_field, self.session, self.hops)
         self._send_frames(peer, msg)
         self.stats.now.bytes_sent += array.nbytes + len(msg[0])
         self.stats.now.messages_sent += 1
@@ -166,6 +177,9 @@ class Channel(ABC):
             raise ProtocolError(f"{self.me} expected shape {tuple(shape)} from {peer} at step {tag!r}, "
                                 f"got {tuple(header.shape)}")
         self.stats.now.bytes_received += array.nbytes
+        if header.hops >= self.hops:
+            self.stats.now.hops += header.hops + 1 - self.hops
+            self.hops = header.hops + 1
         if count_round:
             self.stats.now.rounds += 1
         return array
@@ -189,7 +203,7 @@ class Channel(ABC):
         field arrays to (k, 2)) without building it: one message per peer,
         then one 1-D array received from each peer.  One round."""
         peers = tuple(peers)
-        msg, nbytes = frames.encode_parts(tag, parts, dtype == "f127", self.session)
+        msg, nbytes = frames.encode_parts(tag, parts, dtype == "f127", self.session, self.hops)
         length = (sum(p.size // 2 if dtype == "f127" else p.size for p in parts),)
         for p in peers:
             self._check_peer(p)
@@ -236,7 +250,7 @@ class Channel(ABC):
         items = list(items)
         if not items:
             return
-        msg = frames.encode_batch(items, self.session)
+        msg = frames.encode_batch(items, self.session, self.hops)
         self._send_frames(peer, msg)
         self.stats.now.bytes_sent += sum(len(f) for f in msg)
         self.stats.now.messages_sent += 1

@@ -1,9 +1,11 @@
 """Wire format: a msgpack header then the raw array buffer (never pickle).
 
 A data message is ``[header, chunk, chunk, ...]``: the header is a msgpack map
-``{"t": tag, "d": dtype code, "s": shape, "n": payload bytes}`` and the chunks
+``{"t": tag, "d": dtype code, "s": shape, "n": payload bytes, "h": hops}`` and the chunks
 are the array's bytes, split into pieces of at most ``CHUNK_BYTES`` (ZeroMQ
-moves 1–4 MiB frames fastest).  A control message has a header
+moves 1–4 MiB frames fastest).  ``hops`` is the sender's hop clock (a Lamport
+clock counting one-way message latencies on the longest causal chain that led
+to the message; mpc.net.channel), optional.  A control message has a header
 ``{"c": kind, ...}`` and no payload (heartbeat, abort).
 
 The receiver validates everything before use: header size and type, known
@@ -51,12 +53,13 @@ class Header:
     shape: tuple
     nbytes: int
     session: str | None = None
+    hops: int = 0
 
 
 MAX_BATCH_ITEMS = 100000
 
 
-def encode_batch(items, session: str | None = None) -> list:
+def encode_batch(items, session: str | None = None, hops: int = 0) -> list:
     """Several small arrays as one message of three frames: a control header
     {"c": "batch", "n": count}, the msgpack list of their data headers, and their
     payloads concatenated (one copy; for small arrays, where per-frame costs
@@ -66,7 +69,7 @@ def encode_batch(items, session: str | None = None) -> list:
         array = np.ascontiguousarray(array)
         code = dtype_code(array, is_field)
         shape = array.shape[:-1] if is_field else array.shape
-        heads.append({"t": tag, "d": code, "s": list(shape), "n": array.nbytes, "j": session})
+        heads.append({"t": tag, "d": code, "s": list(shape), "n": array.nbytes, "j": session, "h": hops})
         payload.append(array.tobytes())
     return encode_control("batch", n=len(heads), j=session) + [msgpack.packb(heads), b"".join(payload)]
 
@@ -103,14 +106,15 @@ def n_chunks(nbytes: int) -> int:
     return max(1, -(-nbytes // CHUNK_BYTES))
 
 
-def encode_data(tag: str, array: np.ndarray, is_field: bool, session: str | None = None) -> list:
+def encode_data(tag: str, array: np.ndarray, is_field: bool, session: str | None = None,
+                hops: int = 0) -> list:
     """Header and zero-copy payload chunks for one array.
 
     `session` (a job id) lets a receiver drop stale messages of an earlier job."""
     array = np.ascontiguousarray(array)
     code = dtype_code(array, is_field)
     shape = array.shape[:-1] if is_field else array.shape
-    head = {"t": tag, "d": code, "s": list(shape), "n": array.nbytes}
+    head = {"t": tag, "d": code, "s": list(shape), "n": array.nbytes, "h": hops}
     if session is not None:
         head["j"] = session
     header = msgpack.packb(head)
@@ -119,7 +123,7 @@ def encode_data(tag: str, array: np.ndarray, is_field: bool, session: str | None
     return [header] + chunks
 
 
-def encode_parts(tag: str, parts, is_field: bool, session: str | None = None) -> tuple:
+def encode_parts(tag: str, parts, is_field: bool, session: str | None = None, hops: int = 0) -> tuple:
     """One message carrying the concatenation of `parts`, each flattened
     (field arrays to shape (k, 2)), without building it in memory: every
     part's bytes become payload chunks of the same message.  The receiver
@@ -136,10 +140,10 @@ def encode_parts(tag: str, parts, is_field: bool, session: str | None = None) ->
     total = sum(p.nbytes for p in flat)
     if len(flat) == 1 or total <= CHUNK_BYTES:
         array = flat[0] if len(flat) == 1 else np.concatenate(flat)
-        return encode_data(tag, array, is_field, session), array.nbytes
+        return encode_data(tag, array, is_field, session, hops), array.nbytes
     code = dtype_code(flat[0], is_field)
     length = sum(p.shape[0] for p in flat)
-    head = {"t": tag, "d": code, "s": [length], "n": total}
+    head = {"t": tag, "d": code, "s": [length], "n": total, "h": hops}
     if session is not None:
         head["j"] = session
     chunks = []
@@ -174,7 +178,7 @@ def decode_header(raw: bytes, sender: str, max_payload: int = DEFAULT_MAX_PAYLOA
 
 
 def data_header(obj, sender: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Header:
-    """Validate a data header map (tag, dtype, shape, size, session)."""
+    """Validate a data header map (tag, dtype, shape, size, session, hops)."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"malformed header from {sender}: not a map")
     try:
@@ -202,7 +206,10 @@ def data_header(obj, sender: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Hea
     session = obj.get("j")
     if session is not None and not isinstance(session, str):
         raise ProtocolError(f"header from {sender} (tag {tag}): bad session {session!r}")
-    return Header(tag, code, tuple(shape), nbytes, session)
+    hops = obj.get("h", 0)
+    if not isinstance(hops, int) or not 0 <= hops < 2**40:
+        raise ProtocolError(f"header from {sender} (tag {tag}): bad hop clock {hops!r}")
+    return Header(tag, code, tuple(shape), nbytes, session, hops)
 
 
 def decode_payload(header: Header, chunks: list, sender: str) -> np.ndarray:

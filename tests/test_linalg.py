@@ -1,0 +1,100 @@
+"""Tests of mpc.linalg.orth, the secure Newton–Schulz orthonormalisation.
+
+What is checked:
+
+- the secure result equals protocols.reference.orth with the same schedule
+  (fast and standard steps, the bound rounded up to a power of four, ridge)
+  within 1e-7, and the exact polar factor (SVD) within 1e-7 once finished;
+- fast steps alone keep the span exactly and leave singular values in the
+  band [0.88, 1.09] (known answer of the step map);
+- known answers for the cost: 2 (fast + standard) + 1 rounds (+1 when Y has
+  no mask yet), and one hop more than rounds (every dealer request travels a
+  step ahead of its values; only the first, G's, waits for the dealer);
+- the with_root factor is (YᵀY + 4^e ridge I)^(-1/2).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mpc import beaver, field, linalg
+from mpc.shared import SharedArray
+from parties.harness import run_threads
+from protocols import reference as R
+
+F = 36
+
+
+def _job(ctx, Y0, steps, fast, bound, ridge, premask):
+    Y = SharedArray.public(ctx, Y0, F)
+    if premask:                      # a truncation output: comes masked
+        Y = beaver.fixed_products(ctx, [("mul", Y, SharedArray.public(ctx, np.ones_like(Y0), F))],
+                                  fmt=linalg.wide(ctx.params))[0]
+    with ctx.channel.stats.phase("orth"):
+        Q, W = linalg.orth(ctx, Y, steps, bound=bound, ridge=ridge, fast=fast, with_root=True)
+    return Q, W, ctx.channel.stats.phases["orth"]
+
+
+def secure_orth(Y0, steps, fast=0, bound=1.0, ridge=None, premask=False):
+    res = run_threads(3, _job, (Y0, steps, fast, bound, ridge, premask))
+    out = []
+    for i in range(2):
+        total = res[0][i].share
+        for r in res[1:]:
+            total = field.add(total, r[i].share)
+        out.append(field.decode_fixed(total, res[0][i].frac))
+    return out[0], out[1], res[0][2]
+
+
+def columns(rng, n, scales):
+    return rng.standard_normal((n, len(scales))) * np.asarray(scales) / math.sqrt(n)
+
+
+@pytest.mark.parametrize("steps,fast,bound", [(24, 0, 1.0), (5, 8, 1.0), (5, 9, 7.0), (24, 0, 16.0)])
+def test_orth_matches_reference_and_exact(steps, fast, bound):
+    rng = np.random.default_rng(3)
+    Y0 = columns(rng, 300, np.linspace(0.05, 1.0, 10))     # Gram eigenvalues 2.5e-3 .. 1
+    Q, W, traffic = secure_orth(Y0, steps, fast, bound)
+    # truncation errors (2^-36 each) grow with ||Z|| <= 1 / sqrt(smallest eigenvalue of A) ~ 80 here
+    assert np.max(np.abs(Q - R.orth(Y0, steps, bound=bound, fast=fast))) < 1e-7
+    assert np.max(np.abs(Q - R.orth_exact(Y0))) < 1e-7
+    assert np.max(np.abs(W @ W - np.linalg.inv(Y0.T @ Y0))) < 1e-6 * np.max(np.abs(np.linalg.inv(Y0.T @ Y0)))
+    assert traffic.rounds == 2 * (steps + fast) + 2
+    assert traffic.hops == traffic.rounds + 1
+
+
+def test_fast_steps_keep_the_span():
+    rng = np.random.default_rng(4)
+    Y0 = columns(rng, 200, np.logspace(-1.5, 0, 8))         # Gram eigenvalues 1e-3 .. 1
+    fast = R.ns_fast_steps(1e-3, 1)
+    Q, _, traffic = secure_orth(Y0, 0, fast, premask=True)
+    s = np.linalg.svd(Q, compute_uv=False)
+    assert s.min() >= 0.88 and s.max() <= 1.09, s
+    exact = R.orth_exact(Y0)
+    assert np.max(np.abs(Q @ np.linalg.pinv(Q) - exact @ exact.T)) < 1e-8
+    assert np.max(np.abs(Q - R.orth(Y0, 0, bound=1.0, fast=fast))) < 1e-8
+    assert traffic.rounds == 2 * fast + 1 and traffic.hops == traffic.rounds + 1
+
+
+def test_ridge_root():
+    rng = np.random.default_rng(5)
+    Y0 = columns(rng, 150, [1.0, 0.8, 0.5])
+    Y0 = np.column_stack([Y0, Y0[:, 0] * 0.6 + Y0[:, 1] * 0.8])   # rank-deficient: unit-norm 4th column
+    ridge = 2.0 ** -22
+    Q, W, _ = secure_orth(Y0, 24, 0, bound=4.0, ridge=ridge)
+    expect = np.linalg.inv(Y0.T @ Y0 + 4.0 * ridge * np.eye(4))
+    assert np.max(np.abs(W @ W - expect)) < 1e-4 * np.max(np.abs(expect))
+    basis = np.linalg.svd(Y0[:, :3], full_matrices=False)[0]
+    assert np.max(np.abs(Q @ Q.T @ basis - basis)) < 1e-5     # Q still spans the columns (ridge ~1e-6)
+
+
+def test_ns_fast_steps_known_answers():
+    # m -> m (2 - m)^2 from 0.002: 0.00798, 0.0317, 0.123, 0.433, 1.06 (in the band)
+    assert R.ns_fast_steps(0.002, 0) == 5
+    assert R.ns_fast_steps(0.9, 0) == 0 and R.ns_fast_steps(0.5, 2) == 3
+    m = np.linspace(R.NS_BAND_LOW, 1.185, 101)
+    image = m * (R.NS_FAST_A - m) ** 2
+    assert image.min() >= R.NS_BAND_LOW and image.max() <= 1.1852
+    assert R.ns_steps_carry(1000) == 7 and R.ns_steps_start(1000) == 9 and R.ns_steps_eig(1000) == 12
