@@ -81,6 +81,11 @@ class GenotypeMatrix:
         request goes out first, then the nodes stream the blocks."""
         plans = self._plan_to_frac([(int(self.block_cols[b].sum()), Q.shape[1]) for b in self._used_blocks()],
                                    Q.frac, frac, fmt)
+        return concatenate(self._to_frac(beaver.finish_all(self.ctx, self.start_zt_times(Q)), frac, plans))
+
+    def start_zt_times(self, Q: SharedArray) -> list:
+        """Request Zᵀ @ Q (untruncated, frac Q.frac + self.frac) from the dealer:
+        the per-block MatmulSums; concatenate their finish_all() in order."""
         beaver.mask_many(self.ctx, [Q])
         offsets = np.cumsum([0] + self.row_counts)
         slices = []
@@ -92,8 +97,7 @@ class GenotypeMatrix:
         for b in self._used_blocks():
             pairs = [(self._piece(b, p).T, slices[p]) for p in range(len(self.rows)) if self.row_counts[p]]
             pending.append(beaver.start_matmul_sum(self.ctx, pairs))
-        parts = beaver.finish_all(self.ctx, pending)
-        return concatenate(self._to_frac(parts, frac, plans))
+        return pending
 
     def _piece(self, b, p) -> SharedArray:
         """Provider p's part of block b, rows and columns selected (read lazily)."""

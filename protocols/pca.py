@@ -35,8 +35,8 @@ import numpy as np
 
 from mpc import beaver, nonlinear
 from mpc.linalg import broadcast, orth, to_frac, wide
-from mpc.shared import SharedArray
-from mpc.truncate import truncate
+from mpc.shared import SharedArray, concatenate
+from mpc.truncate import plan_truncation, truncate, truncate_many
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
 from protocols.reference import NS_FINISH_STEPS, ld_thin, ns_steps_carry, ns_steps_eig, ns_steps_start
@@ -69,9 +69,9 @@ def pca_snps(cohort, qc, ld_dist: int) -> np.ndarray:
 
 
 class Standardised:
-    """Products with X = (Z - 2f) s̃ over the PCA SNPs (step 2)."""
+    """Products with X = (Z - 2f) s̃ over the PCA SNPs (step 2), for l columns."""
 
-    def __init__(self, ctx, cohort, qc, snp_mask):
+    def __init__(self, ctx, cohort, qc, snp_mask, l: int):
         self.ctx = ctx
         self.fmt = wide(ctx.params)
         self.Z = GenotypeMatrix(ctx, cohort, qc.sample_keep, snp_mask)
@@ -85,15 +85,20 @@ class Standardised:
         s = nonlinear.inv_sqrt(var)
         f = self.fmt.f
         self.s = scale_public(ctx, [s], [kappa], frac=f, bound_bits=self.fmt.k)[0]
-        self.two_f = to_frac(freq * 2, f)
-        self.g = beaver.fixed_products(ctx, [("mul", self.two_f, self.s)], fmt=self.fmt)[0]   # 2 f s̃
+        two_f = to_frac(freq * 2, f)
+        g = beaver.fixed_products(ctx, [("mul", two_f, self.s)], fmt=self.fmt)[0]   # 2 f s̃
+        # The operands every power step uses, masked once (masked-operand reuse:
+        # the passes' products then open only what is new).
+        self.s_cols = broadcast(self.s.reshape(-1, 1), (m3, l))
+        self.two_f = two_f.reshape(-1, 1)
+        self.g = g.reshape(1, -1)
+        beaver.mask_many(ctx, [self.s_cols, self.two_f, self.g])
 
     def times(self, W: SharedArray) -> SharedArray:
         """X W for W (M3, l)."""
         fmt, f = self.fmt, self.fmt.f
         l = W.shape[1]
-        sW, u = beaver.fixed_products(self.ctx, [("mul", broadcast(self.s.reshape(-1, 1), W.shape), W),
-                                                 ("matmul", self.g.reshape(1, -1), W)], fmt=fmt)
+        sW, u = beaver.fixed_products(self.ctx, [("mul", self.s_cols, W), ("matmul", self.g, W)], fmt=fmt)
         zw = self.Z.z_times(sW, f, fmt)
         return zw - broadcast(u, (zw.shape[0], l))
 
@@ -102,21 +107,31 @@ class Standardised:
         fmt, f = self.fmt, self.fmt.f
         om = np.rint(omega * 2.0 ** f).astype(np.int64)
         sW = truncate(broadcast(self.s.reshape(-1, 1), omega.shape).mul_public(omega, f), f, fmt.k + f)
-        gw = self.g.reshape(1, -1).matmul_public(om)          # exact integer product: frac f + f
+        gw = self.g.matmul_public(om)          # exact integer product: frac f + f
         u = truncate(SharedArray(self.ctx, gw.share, 2 * f), f, fmt.k + f)
         zw = self.Z.z_times(sW, f, fmt)
         return zw - broadcast(u, zw.shape)
 
     def t_times(self, Q: SharedArray) -> SharedArray:
-        """Xᵀ Q for Q (N1, l)."""
-        fmt, f = self.fmt, self.fmt.f
-        ztq = self.Z.zt_times(Q, f, fmt)
+        """Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q)) for Q (N1, l): 3 rounds, every dealer
+        request made at the start — opening 1ᵀ Q (during the pass), one
+        truncation of the centred sum, one of its product with s̃."""
+        ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
+        shape = (self.Z.n_cols, Q.shape[1])
+        bits = fmt.k + f
         colsum = Q.sum(axis=0).reshape(1, -1)
-        centred = ztq - beaver.fixed_products(
-            self.ctx, [("mul", broadcast(self.two_f.reshape(-1, 1), ztq.shape), broadcast(colsum, ztq.shape))],
-            fmt=fmt)[0]
-        return beaver.fixed_products(self.ctx, [("mul", broadcast(self.s.reshape(-1, 1), ztq.shape), centred)],
-                                     fmt=fmt)[0]
+        spec_cs = beaver.fresh_mask_spec(ctx, colsum)
+        pend_cs = beaver.request_product(ctx, "matmul", self.two_f.mask.spec, spec_cs, shape)
+        plan_c = plan_truncation(ctx, shape, f, bits)
+        pend_x = beaver.request_product(ctx, "mul", self.s_cols.mask.spec, plan_c.spec, shape)
+        plan_x = plan_truncation(ctx, shape, f, bits)
+        passes = self.Z.start_zt_times(Q)
+        beaver.mask_many(ctx, [colsum], specs=[spec_cs])
+        ztq = concatenate(beaver.finish_all(ctx, passes))                 # frac 2f, untruncated
+        centred = ztq - beaver.combine(ctx, "matmul", self.two_f, colsum, pend_cs)
+        centred = truncate_many(ctx, [centred], [0], plans=[plan_c])[0]
+        return truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, centred, pend_x)], [0],
+                             plans=[plan_x])[0]
 
 
 def _normalise_trace(ctx, S: SharedArray, fmt) -> SharedArray:
@@ -138,7 +153,7 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         raise ValueError(f"PCA needs k + oversample = {l} <= min(samples, SNPs) = {min(qc.n_kept, m3)} "
                          f"after QC and LD thinning; lower --pcs or --pca-oversample")
     with ctx.phase("pca"):
-        X = Standardised(ctx, cohort, qc, mask)
+        X = Standardised(ctx, cohort, qc, mask, l)
         omega = np.random.default_rng(opts.seed).standard_normal((m3, l)) / math.sqrt(m3)
         # ||X||_F^2 ~ 1, so every Gram matrix below has eigenvalues under ~1: public bound 1.
         # Orthonormalisations that feed another power step need only keep the span
