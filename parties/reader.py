@@ -169,8 +169,12 @@ def run_analysis(study, analysis: str, options: dict, out_dir, *, me: str | None
                     del pending[name]
         bars.close()
         if errors:
-            # A party that stopped because another did ("peer X stopped: ...") repeats that one's error.
-            causes = [e for e in errors if "stopped:" not in e] or errors
+            # A party that stopped because another did ("peer X stopped: <its error>") repeats that
+            # one's error: keep the errors themselves, and the relayed ones of parties that do not
+            # report to the analyst (the dealer, whose error names the phase when it noticed first).
+            direct = [e for e in errors if "stopped:" not in e]
+            relayed = [e.split("stopped:", 1)[1].strip() for e in errors if "stopped:" in e]
+            causes = direct + [r for r in dict.fromkeys(relayed) if not any(r in d or d in r for d in direct)]
             raise ServiceError(f"{analysis} failed: " + " | ".join(causes))
         for key, parts in shares.items():
             if len(parts) != study.n_nodes:
