@@ -41,6 +41,7 @@ from mpc.reveal import output, reveal
 from mpc.shared import SharedArray, concatenate
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
+from protocols.reference import NS_FINISH_STEPS, ns_fast_steps
 
 POLICY = {"gwas.r": ("analyst",), "gwas.covariate_check": ("nodes", "analyst")}
 CHUNK_SNPS = 65536
@@ -89,7 +90,7 @@ def standardise(ctx, x: SharedArray, names=()) -> SharedArray:
     return z.reshape(-1) if vector else z
 
 
-def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24):
+def adjustment_basis(ctx, pcs, covariates, n1: int, names=()):
     """Step 1: V, an orthonormal basis of [1, PCs, standardised covariates] (N1, K)."""
     fmt = wide(ctx.params)
     f = fmt.f
@@ -106,11 +107,17 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=(), ns_iters: int = 24
         # The check's ridge basis C (CᵀC + K ridge)^(-1/2) is orthonormal up to
         # a factor lambda / (lambda + K ridge) >= 0.96 per direction once the check
         # passes: POLISH_STEPS Newton-Schulz steps from there make it exact.
-        Q = _check_collinear(ctx, C, K, names, ns_iters)
-        return orth(ctx, Q, min(POLISH_STEPS, ns_iters), bound=1.0)
-    return orth(ctx, C, ns_iters, bound=K)
+        Q = _check_collinear(ctx, C, K, names)
+        return orth(ctx, Q, POLISH_STEPS, bound=1.0)
+    return orth(ctx, C, NS_FINISH_STEPS, bound=K, fast=BASIS_FAST_STEPS)
 
 
+RIDGE = 2.0 ** -22
+BASIS_FAST_STEPS = ns_fast_steps(RIDGE, 1)
+"""Fast Newton–Schulz steps of the basis orthonormalisation (then NS_FINISH_STEPS
+standard ones): every Gram eigenvalue above the ridge (~2.4e-7 of the bound,
+what 24 standard steps covered) reaches the band, with one step to spare (13,
+so 18 steps in all instead of 24)."""
 POLISH_STEPS = 6
 """Newton–Schulz steps that finish the ridge basis (Gram eigenvalues in [0.96, 1]:
 the error squares each step, 0.04 -> 1e-3 -> 1e-6 -> 1e-12 below the format)."""
@@ -119,7 +126,7 @@ the error squares each step, 0.04 -> 1e-3 -> 1e-6 -> 1e-12 below the format)."""
 COLLINEAR_TRACE = 1.0e4     # trace((CᵀC)^-1) above this: a direction with eigenvalue below ~1e-4
 
 
-def _check_collinear(ctx, C, K, names, ns_iters):
+def _check_collinear(ctx, C, K, names):
     """Refuse (near-)collinear covariates before the exact orthonormalisation.
 
     Newton-Schulz on an exactly rank-deficient Gram matrix grows the null
@@ -129,7 +136,7 @@ def _check_collinear(ctx, C, K, names, ns_iters):
     1e4 means an eigenvalue of CᵀC (unit columns) below about 1e-4, i.e.
     covariates (with the intercept and PCs) that are collinear (a correlation
     beyond 0.99995).  Returns the ridge basis C W."""
-    Q, W = orth(ctx, C, ns_iters, bound=K, ridge=2.0 ** -22, with_root=True)
+    Q, W = orth(ctx, C, NS_FINISH_STEPS, bound=K, ridge=RIDGE, with_root=True, fast=BASIS_FAST_STEPS)
     W28 = to_frac(W, ctx.params.f)
     trace = beaver.fsquare(W28).sum()
     flag = reveal(ctx, compare.greater_than_public(trace, COLLINEAR_TRACE), "gwas.covariate_check")
@@ -182,7 +189,7 @@ def _chunk_r(ctx, cohort, qc, mask, V, y_res, syy, n1: int) -> SharedArray:
 
 
 def trend_test(ctx, cohort, qc, y: SharedArray, pcs=None, covariates=None, covariate_names=(),
-               ns_iters: int = 24, chunk_snps: int = CHUNK_SNPS) -> TrendResult:
+               chunk_snps: int = CHUNK_SNPS) -> TrendResult:
     """Steps 1-6 over the kept samples; y and covariates have N1 rows (kept samples)."""
     n1 = qc.n_kept
     fmt = wide(ctx.params)
@@ -194,7 +201,7 @@ def trend_test(ctx, cohort, qc, y: SharedArray, pcs=None, covariates=None, covar
         ctx.save("association.begin", {})
         saved = ctx.resume("association")
         if saved is None:
-            V = adjustment_basis(ctx, pcs, covariates, n1, covariate_names, ns_iters)
+            V = adjustment_basis(ctx, pcs, covariates, n1, covariate_names)
             # Step 2: residual phenotype.
             y = to_frac(y, f)
             vty = beaver.fixed_products(ctx, [("matmul", V.T, y.reshape(-1, 1))], fmt=fmt)[0]

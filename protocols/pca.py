@@ -15,12 +15,12 @@ with site-mean imputation).  Protocol:
    Newton–Schulz with the public eigenvalue bound 1, since ||X||_F^2 ~ 1).
    Only the last orthonormalisation must be exact; the ones feeding another
    power step keep the span with fast steps only (mpc.linalg.FAST_A: small
-   eigenvalues grow 4x per step; reference.ns_steps_start, ns_steps_carry: 9
-   and 7 at N1 = M3 = 1000), 2 rounds each; the last adds
+   eigenvalues grow 4x per step; reference.ns_steps_start, ns_steps_carry: 8
+   and 6 at N1 = M3 = 1000), 2 rounds each; the last adds
    reference.NS_FINISH_STEPS standard steps.
 4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z / trace (l x l, one reciprocal);
    U = I[:, :k]; ``eig_iters`` times U = orth(S U) with reference.ns_steps_eig
-   fast steps (12 at N1 = 1000, 18 at 100 000), the last finished exactly.  PCs = Q U
+   fast steps (11 at N1 = 1000, 17 at 100 000), the last finished exactly.  PCs = Q U
    (N1 x k), orthonormal.
 
 Nothing is revealed: the PCs feed the association test as shares.

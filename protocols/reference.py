@@ -898,11 +898,11 @@ def ns_steps_carry(n_rows: int) -> int:
     half step multiplies it by a singular value of X.  With ||X||_F^2 ~ 1 the
     l-th singular value of X is at least the bulk edge, a = sigma^2 >= ~2 / N1
     (measured 1.87 / N1 on the simulated cohort, 4.9 / N1 on secure-gwas's
-    data); 2 more steps are the margin (a factor 16 on a): 7 at N1 = 1000,
-    11 at 100 000.  (The rule with standard steps had a margin of 4 steps, a
-    factor 26: 3 fewer still gave PCs within cosines 1 - 1e-7, 5 fewer lost
-    the tail.)"""
-    return ns_fast_steps(2.0 / max(n_rows, 2), 2)
+    data); 1 more step is the margin (a factor 4 on a): 6 at N1 = 1000,
+    9 at 100 000.  (The rule with standard steps had a margin of 4 steps, a
+    factor 26: 3 fewer — a factor 2.25 — still gave PCs within cosines
+    1 - 1e-7, 5 fewer lost the tail.)"""
+    return ns_fast_steps(2.0 / max(n_rows, 2), 1)
 
 
 def ns_steps_eig(n_rows: int) -> int:
@@ -912,17 +912,17 @@ def ns_steps_eig(n_rows: int) -> int:
     The same argument as ns_steps_carry: a top-k direction of S (trace 1) has
     eigenvalue lambda_i(S) >= sigma_k^2 >= ~2 / N1 (the trace of S is a part of
     ||X||_F^2 ~ 1), so the Gram eigenvalue of S U is at least (2 / N1)^2; the
-    same margin of 2 (11 at N1 = 1000, 19 at 100 000)."""
-    return ns_fast_steps((2.0 / max(n_rows, 2)) ** 2, 2)
+    same margin of 1 (11 at N1 = 1000, 17 at 100 000)."""
+    return ns_fast_steps((2.0 / max(n_rows, 2)) ** 2, 1)
 
 
 def ns_steps_start(m_cols: int) -> int:
     """Fast Newton–Schulz steps of the first orthonormalisation, orth(X Ω).
 
     Ω has N(0, 1/M3) entries, so the Gram matrix of X Ω is about I / M3 with
-    ||X||_F^2 ~ 1: 3 steps more than reaching the band from 1 / M3 are the
-    margin (a factor 64; 9 at M3 = 1000)."""
-    return ns_fast_steps(1.0 / max(m_cols, 2), 3)
+    ||X||_F^2 ~ 1: 2 steps more than reaching the band from 1 / M3 are the
+    margin (a factor 16; 8 at M3 = 1000)."""
+    return ns_fast_steps(1.0 / max(m_cols, 2), 2)
 
 
 def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iters=10,

@@ -3,7 +3,9 @@
 
 Runs scripts/netns_study.sh on secure-gwas's 1000 x 1000 x 10 workload (5 PCs,
 10 power iterations, its QC thresholds) at each delay and prints wall time,
-rounds and the slowdown against the first delay.
+rounds, hops (one-way latencies on the critical path, mpc.net.channel) and the
+slowdown against the first delay, with the floor "first wall time + hops x
+delay" that a latency-bound run approaches.
 
     sudo python scripts/bench_wan.py [--delays 0,10,50] [--rate 1gbit] [--work DIR]
 """
@@ -37,12 +39,16 @@ def main(argv=None):
                "--analyses", "gwas", "--out", str(out)] + OPTIONS + [str(SHARED_1K / f"site{i}") for i in (1, 2, 3)]
         subprocess.run(cmd, check=True)
         s = json.loads((out / "summary.json").read_text())["gwas"]
-        rows.append((delay, s["seconds"], max(s["rounds"].values()), s["phases"]))
+        rows.append((delay, s["seconds"], max(s["rounds"].values()), max(s.get("hops", {0: 0}).values()),
+                     s["phases"]))
     base = rows[0][1]
-    print(f"\n{'one-way delay':>14}{'wall s':>10}{'rounds':>9}{'slowdown':>10}   per phase (s / rounds)")
-    for delay, wall, rounds, phases in rows:
-        per = ", ".join(f"{p} {v['seconds']:.1f}/{v['rounds']}" for p, v in phases.items() if v["rounds"])
-        print(f"{delay:>11g} ms{wall:>10.1f}{rounds:>9}{wall / base:>9.1f}x   {per}")
+    print(f"\n{'one-way delay':>14}{'wall s':>10}{'rounds':>9}{'hops':>7}{'slowdown':>10}{'floor s':>9}"
+          f"   per phase (s / rounds / hops)")
+    for delay, wall, rounds, hops, phases in rows:
+        per = ", ".join(f"{p} {v['seconds']:.1f}/{v['rounds']}/{v.get('hops', 0)}"
+                        for p, v in phases.items() if v["rounds"])
+        floor = base + hops * delay / 1000.0        # the 0 ms time plus one delay per hop
+        print(f"{delay:>11g} ms{wall:>10.1f}{rounds:>9}{hops:>7}{wall / base:>9.1f}x{floor:>9.1f}   {per}")
 
 
 if __name__ == "__main__":
