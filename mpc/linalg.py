@@ -166,40 +166,71 @@ def bound_exponent(bound: float) -> int:
     return math.ceil(math.log(float(bound), 4) - 1e-12)
 
 
-def _orth_bounded(ctx, Y: SharedArray, schedule, fmt: Params, bound: float, ridge, with_root):
-    """orth with a public bound: every step pipelined (see orth)."""
-    f, (n, l) = fmt.f, Y.shape
-    e = bound_exponent(bound)
-    if not -f < 2 * e <= fmt.k - f - 3:
-        raise ValueError(f"orth: bound {bound} is outside what the format can normalise by shifts")
-    gram_bits = q_bits = fmt.k + f         # values below 2^(k - f - 1) at 2f fractional bits
-    plan_g = plan_truncation(ctx, (l, l), f + 2 * e, gram_bits)        # A = G / 4^e
+class OrthPlan:
+    """The dealer requests of a bounded orth(Y) made from Y's mask spec alone,
+    before Y exists (plan_orth): G's c and truncation, the Newton–Schulz
+    steps' requests, and, during the last step, Q's product and truncation
+    and whatever ``ahead`` asks for the caller's next step (called with Q's
+    mask spec; its result is returned with Q)."""
 
-    def after(spec_z):               # Q = Y Zk / 2^e: requested during the last step
-        return (beaver.request_product(ctx, "matmul", spec_y, spec_z, (n, l)),
-                plan_truncation(ctx, (n, l), f + e, q_bits))
+    def __init__(self, ctx, spec_y, shape, schedule, fmt: Params, bound: float, ridge=None, ahead=None):
+        f, (n, l) = fmt.f, tuple(shape)
+        e = bound_exponent(bound)
+        if not -f < 2 * e <= fmt.k - f - 3:
+            raise ValueError(f"orth: bound {bound} is outside what the format can normalise by shifts")
+        if ahead is not None and not schedule:
+            raise ValueError("orth: requests ahead need at least one Newton-Schulz step")
+        self.ctx, self.spec_y, self.shape, self.fmt, self.e, self.ridge = ctx, spec_y, (n, l), fmt, e, ridge
+        self.ahead, self.ahead_result = ahead, None
+        bits = fmt.k + f                   # values below 2^(k - f - 1) at 2f fractional bits
+        self.plan_g = plan_truncation(ctx, (l, l), f + 2 * e, bits)        # A = G / 4^e
+        self.pend_g = beaver.request_product(ctx, "matmul", spec_y.T(), spec_y, (l, l))
 
-    # Y's mask (one round if it has none) is chosen first, so that G's c, A's
-    # truncation and the first steps' requests go to the dealer before that round.
-    spec_y = Y.mask.spec if Y.mask is not None else beaver.fresh_mask_spec(ctx, Y)
-    pend_g = beaver.request_product(ctx, "matmul", spec_y.T(), spec_y, (l, l))
-    ns = _NewtonSchulz(ctx, plan_g.spec, schedule, fmt, after) if schedule else None
-    beaver.mask_many(ctx, [Y], specs=[spec_y])
-    A = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y.T, Y, pend_g)], [0], plans=[plan_g])[0].with_frac(f)
-    if ridge:
-        A = A + float(ridge) * np.eye(l)
-    if schedule:
-        Zk, (pend_q, plan_q) = ns.run(A)
-        Q = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y, Zk, pend_q)], [0], plans=[plan_q])[0].with_frac(f)
-    else:
-        Zk = SharedArray.public(ctx, np.eye(l), f)
-        Q = to_frac(Y.with_frac(f + e), f, fmt)
-    return (Q, Zk.with_frac(f + e)) if with_root else Q
+        def after(spec_z):               # Q = Y Zk / 2^e: requested during the last step
+            tail = (beaver.request_product(ctx, "matmul", spec_y, spec_z, (n, l)),
+                    plan_truncation(ctx, (n, l), f + e, bits))
+            if ahead is not None:
+                self.ahead_result = ahead(tail[1].spec)
+            return tail
+
+        self.ns = _NewtonSchulz(ctx, self.plan_g.spec, schedule, fmt, after) if schedule else None
+
+    def run(self, Y: SharedArray, with_root: bool = False):
+        """Q (and W with with_root, and ahead's result when there is one)."""
+        ctx, f, e, l = self.ctx, self.fmt.f, self.e, self.shape[1]
+        if tuple(Y.shape) != self.shape or (Y.mask is not None and Y.mask.spec != self.spec_y):
+            raise ValueError("internal: orth planned for another operand")
+        Y = to_frac(Y, f, self.fmt)
+        beaver.mask_many(ctx, [Y], specs=[self.spec_y])
+        A = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y.T, Y, self.pend_g)], [0],
+                          plans=[self.plan_g])[0].with_frac(f)
+        if self.ridge:
+            A = A + float(self.ridge) * np.eye(l)
+        if self.ns is not None:
+            Zk, (pend_q, plan_q) = self.ns.run(A)
+            Q = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y, Zk, pend_q)], [0],
+                              plans=[plan_q])[0].with_frac(f)
+        else:
+            Zk = SharedArray.public(ctx, np.eye(l), f)
+            Q = to_frac(Y.with_frac(f + e), f, self.fmt)
+        out = (Q,) + ((Zk.with_frac(f + e),) if with_root else ())
+        out += (self.ahead_result,) if self.ahead is not None else ()
+        return out if len(out) > 1 else Q
+
+
+def plan_orth(ctx, spec_y, shape, ns_iters: int, fmt: Params | None = None, *, bound: float,
+              ridge: float | None = None, fast: int = 0, ahead=None) -> OrthPlan:
+    """Make the dealer requests of orth(Y, ns_iters, bound=..., fast=...) now,
+    for a Y of this shape that will carry the mask `spec_y` (a planned
+    truncation's output): pass the plan to orth, which then waits for no
+    dealer answer."""
+    fmt = fmt or wide(ctx.params)
+    return OrthPlan(ctx, spec_y, shape, ns_schedule(fast, ns_iters), fmt, float(bound), ridge, ahead)
 
 
 def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
          bound: float | None = None, ridge: float | None = None, with_root: bool = False,
-         fast: int = 0):
+         fast: int = 0, ahead=None, plan: OrthPlan | None = None):
     """Löwdin orthonormalisation Q = Y (YᵀY)^(-1/2), columns orthonormal.
 
     Parameters
@@ -229,10 +260,16 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
         they grow small eigenvalues 4x per step instead of 2.25x.  With
         ns_iters = 0 the result keeps the span of Y, orthonormal only up to
         singular values in [0.89, 1.09] once every direction reached the band.
+    ahead : callable, optional
+        With a bound: called with Q's mask spec during the last step, to make
+        the dealer requests of the caller's next step; its result is
+        returned after Q (and W).
+    plan : OrthPlan, optional
+        The requests made ahead by plan_orth (then the other options are its own).
 
     Returns
     -------
-    SharedArray, shape (n, l), frac fmt.f.
+    SharedArray, shape (n, l), frac fmt.f (then W, then ahead's result, if asked for).
 
     Protocol (docs/ALGORITHMS.md, PCA step 5):
 
@@ -254,14 +291,20 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
     and as many hops (one-way latencies) plus one.  Without a bound: about
     2 ns_iters + 6 rounds plus one inverse square root.  Nothing is revealed.
     """
+    if plan is not None:
+        return plan.run(Y, with_root)
     fmt = fmt or wide(ctx.params)
     f = fmt.f
     l = Y.shape[1]
     Y = to_frac(Y, f, fmt)
     if bound is not None:
-        return _orth_bounded(ctx, Y, ns_schedule(fast, ns_iters), fmt, float(bound), ridge, with_root)
-    if fast:
-        raise ValueError("orth: fast steps need a public bound")
+        # Y's mask (one round if it has none) is chosen first, so that G's c, A's
+        # truncation and the first steps' requests go to the dealer before that round.
+        spec = Y.mask.spec if Y.mask is not None else beaver.fresh_mask_spec(ctx, Y)
+        return plan_orth(ctx, spec, Y.shape, ns_iters, fmt, bound=bound, ridge=ridge, fast=fast,
+                         ahead=ahead).run(Y, with_root)
+    if fast or ahead is not None:
+        raise ValueError("orth: fast steps and requests ahead need a public bound")
     G = beaver.fixed_products(ctx, [("matmul", Y.T, Y)], fmt=fmt)[0]
     tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
     c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)

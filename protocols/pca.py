@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc import beaver, nonlinear
-from mpc.linalg import broadcast, orth, to_frac, wide
+from mpc.linalg import broadcast, orth, plan_orth, to_frac, wide
 from mpc.shared import SharedArray, concatenate
 from mpc.truncate import plan_truncation, truncate, truncate_many
 from protocols.common import scale_public
@@ -94,11 +94,25 @@ class Standardised:
         self.g = g.reshape(1, -1)
         beaver.mask_many(ctx, [self.s_cols, self.two_f, self.g])
 
-    def times(self, W: SharedArray) -> SharedArray:
-        """X W for W (M3, l)."""
-        fmt, f = self.fmt, self.fmt.f
+    def plan_times(self, spec_w, shape) -> tuple:
+        """The dealer requests of times(W)'s scalings for a W that will carry
+        the mask spec_w: pass the result to times()."""
+        ctx, f = self.ctx, self.fmt.f
+        bits = self.fmt.k + f
+        return ((beaver.request_product(ctx, "mul", self.s_cols.mask.spec, spec_w, tuple(shape)),
+                 beaver.request_product(ctx, "matmul", self.g.mask.spec, spec_w, (1, shape[1]))),
+                (plan_truncation(ctx, tuple(shape), f, bits), plan_truncation(ctx, (1, shape[1]), f, bits)))
+
+    def times(self, W: SharedArray, plan=None) -> SharedArray:
+        """X W for W (M3, l); `plan` from plan_times (else the requests go now)."""
+        ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
         l = W.shape[1]
-        sW, u = beaver.fixed_products(self.ctx, [("mul", self.s_cols, W), ("matmul", self.g, W)], fmt=fmt)
+        if plan is None:
+            beaver.mask_many(ctx, [W])
+            plan = self.plan_times(W.mask.spec, W.shape)
+        (pend_s, pend_u), plans = plan
+        sW, u = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, W, pend_s),
+                                    beaver.combine(ctx, "matmul", self.g, W, pend_u)], [0, 0], plans=list(plans))
         zw = self.Z.z_times(sW, f, fmt)
         return zw - broadcast(u, (zw.shape[0], l))
 
@@ -112,10 +126,12 @@ class Standardised:
         zw = self.Z.z_times(sW, f, fmt)
         return zw - broadcast(u, zw.shape)
 
-    def t_times(self, Q: SharedArray) -> SharedArray:
+    def t_times(self, Q: SharedArray, ahead=None):
         """Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q)) for Q (N1, l): 3 rounds, every dealer
         request made at the start — opening 1ᵀ Q (during the pass), one
-        truncation of the centred sum, one of its product with s̃."""
+        truncation of the centred sum, one of its product with s̃.  ``ahead``
+        (called with the result's mask spec and shape) makes the requests of
+        what comes next; then returns (Xᵀ Q, its result)."""
         ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
         shape = (self.Z.n_cols, Q.shape[1])
         bits = fmt.k + f
@@ -125,13 +141,15 @@ class Standardised:
         plan_c = plan_truncation(ctx, shape, f, bits)
         pend_x = beaver.request_product(ctx, "mul", self.s_cols.mask.spec, plan_c.spec, shape)
         plan_x = plan_truncation(ctx, shape, f, bits)
+        then = None if ahead is None else ahead(plan_x.spec, shape)
         passes = self.Z.start_zt_times(Q)
         beaver.mask_many(ctx, [colsum], specs=[spec_cs])
         ztq = concatenate(beaver.finish_all(ctx, passes))                 # frac 2f, untruncated
         centred = ztq - beaver.combine(ctx, "matmul", self.two_f, colsum, pend_cs)
         centred = truncate_many(ctx, [centred], [0], plans=[plan_c])[0]
-        return truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, centred, pend_x)], [0],
-                             plans=[plan_x])[0]
+        out = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, centred, pend_x)], [0],
+                            plans=[plan_x])[0]
+        return out if ahead is None else (out, then)
 
 
 def _normalise_trace(ctx, S: SharedArray, fmt) -> SharedArray:
@@ -142,6 +160,40 @@ def _normalise_trace(ctx, S: SharedArray, fmt) -> SharedArray:
     tr = SharedArray(ctx, field.sum(np.ascontiguousarray(S.share[np.arange(l), np.arange(l)])), S.frac)
     inv = to_frac(nonlinear.reciprocal(to_frac(tr, ctx.params.f, fmt)), fmt.f)
     return beaver.fixed_products(ctx, [("mul", S, broadcast(inv, S.shape))], fmt=fmt)[0]
+
+
+def _top_eigenspace(ctx, S: SharedArray, Q: SharedArray, k: int, iters: int, fast: int, finish: int, fmt):
+    """Step 4's subspace iteration U = orth(S U) from U = I[:, :k], pipelined:
+    S I[:, :k] is a selection of S's columns (keeps its mask), and each
+    orthonormalisation requests, during its last step, the next S U and the
+    next orthonormalisation (plan_orth), so no step waits for the dealer."""
+    l, f = S.shape[0], fmt.f
+    first_k = np.arange(l) < k
+    if iters == 0:
+        return SharedArray.public(ctx, np.eye(l)[:, :k], f)
+
+    def ahead_for(t):
+        """The requests the t-th orthonormalisation makes for iteration t + 1."""
+        if t + 1 == iters:
+            return None
+
+        def ahead(spec_u):
+            pend = beaver.request_product(ctx, "matmul", S.mask.spec, spec_u, (l, k))
+            plan_su = plan_truncation(ctx, (l, k), f, fmt.k + f)
+            nxt = plan_orth(ctx, plan_su.spec, (l, k), 0 if t + 2 < iters else finish, fmt, bound=1.0, fast=fast,
+                            ahead=ahead_for(t + 1))
+            return pend, plan_su, nxt
+        return ahead
+
+    SU = S.select(cols=first_k)                   # S I[:, :k]
+    plan = plan_orth(ctx, SU.mask.spec, (l, k), 0 if iters > 1 else finish, fmt, bound=1.0, fast=fast,
+                     ahead=ahead_for(0))
+    for t in range(iters):
+        res = orth(ctx, SU, plan=plan)
+        if t + 1 == iters:
+            return res
+        U, (pend, plan_su, plan) = res
+        SU = truncate_many(ctx, [beaver.combine(ctx, "matmul", S, U, pend)], [0], plans=[plan_su])[0]
 
 
 def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
@@ -161,18 +213,20 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         carry, finish = ns_steps_carry(qc.n_kept), opts.finish_steps
         Q = orth(ctx, X.times_public(omega), 0 if opts.iters else finish, bound=1.0, fast=ns_steps_start(m3))
         steps = 2 * opts.iters + 2
+        fmt, f = X.fmt, X.fmt.f
         for t in range(opts.iters):
-            P = orth(ctx, X.t_times(Q), 0, bound=1.0, fast=carry)
-            Q = orth(ctx, X.times(P), 0 if t + 1 < opts.iters else finish, bound=1.0, fast=carry)
+            # Xᵀ Q's output mask is planned at its start: P's orthonormalisation
+            # is requested from the dealer with it (OrthPlan), and X P's scalings
+            # during that orthonormalisation's last step: neither waits.
+            Y, plan = X.t_times(Q, ahead=lambda spec, shape: plan_orth(
+                ctx, spec, shape, 0, fmt, bound=1.0, fast=carry, ahead=lambda spec_p: X.plan_times(spec_p, shape)))
+            P, times_plan = orth(ctx, Y, plan=plan)
+            Q = orth(ctx, X.times(P, times_plan), 0 if t + 1 < opts.iters else finish, bound=1.0, fast=carry)
             ctx.progress("pca", 2 * t + 2, steps)
         Zt = X.t_times(Q)
-        S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=X.fmt)[0]
-        S = _normalise_trace(ctx, S, X.fmt)       # eigenvalues sum to 1
-        U = SharedArray.public(ctx, np.eye(l)[:, :opts.k], X.fmt.f)
-        eig_steps = ns_steps_eig(qc.n_kept)
-        for t in range(opts.eig_iters):
-            U = orth(ctx, beaver.fixed_products(ctx, [("matmul", S, U)], fmt=X.fmt)[0],
-                     0 if t + 1 < opts.eig_iters else finish, bound=1.0, fast=eig_steps)
-        pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=X.fmt)[0]
+        S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=fmt)[0]
+        S = _normalise_trace(ctx, S, fmt)       # eigenvalues sum to 1
+        U = _top_eigenspace(ctx, S, Q, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
+        pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
         ctx.progress("pca", steps, steps)
     return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3)
