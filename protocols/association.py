@@ -41,7 +41,7 @@ from mpc.reveal import output, reveal
 from mpc.shared import SharedArray, concatenate
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
-from protocols.reference import NS_FINISH_STEPS, ns_fast_steps
+from protocols.reference import NS_BAND_LOW, NS_FINISH_STEPS, ns_fast_steps, ns_finish_steps
 
 POLICY = {"gwas.r": ("analyst",), "gwas.covariate_check": ("nodes", "analyst")}
 CHUNK_SNPS = 65536
@@ -104,23 +104,31 @@ def adjustment_basis(ctx, pcs, covariates, n1: int, names=()):
     # Every column has unit norm, so the Gram eigenvalues lie below K = trace: a public bound.
     K = float(C.shape[1])
     if covariates is not None and covariates.shape[1]:
-        # The check's ridge basis C (CᵀC + K ridge)^(-1/2) is orthonormal up to
-        # a factor lambda / (lambda + K ridge) >= 0.96 per direction once the check
-        # passes: POLISH_STEPS Newton-Schulz steps from there make it exact.
+        # The check's ridge basis C (CᵀC + 4^e ridge)^(-1/2), from fast steps only,
+        # has Gram eigenvalues in the band times lambda / (lambda + 4^e ridge) once
+        # the check passes: polish_steps(K) standard steps from there make it exact.
         Q = _check_collinear(ctx, C, K, names)
-        return orth(ctx, Q, POLISH_STEPS, bound=1.0)
+        return orth(ctx, Q, polish_steps(K), bound=1.0)
     return orth(ctx, C, NS_FINISH_STEPS, bound=K, fast=BASIS_FAST_STEPS)
 
 
 RIDGE = 2.0 ** -22
 BASIS_FAST_STEPS = ns_fast_steps(RIDGE, 1)
-"""Fast Newton–Schulz steps of the basis orthonormalisation (then NS_FINISH_STEPS
-standard ones): every Gram eigenvalue above the ridge (~2.4e-7 of the bound,
-what 24 standard steps covered) reaches the band, with one step to spare (13,
-so 18 steps in all instead of 24)."""
-POLISH_STEPS = 6
-"""Newton–Schulz steps that finish the ridge basis (Gram eigenvalues in [0.96, 1]:
-the error squares each step, 0.04 -> 1e-3 -> 1e-6 -> 1e-12 below the format)."""
+"""Fast Newton–Schulz steps of the basis orthonormalisation: every Gram
+eigenvalue above the ridge (~2.4e-7 of the bound, what 24 standard steps
+covered) reaches the band [NS_BAND_LOW, 1.185], with one step to spare (13;
+the basis without covariates adds NS_FINISH_STEPS standard ones: 18 steps
+instead of 24)."""
+
+
+def polish_steps(K: float) -> int:
+    """Standard steps that finish the ridge basis of K unit columns: its Gram
+    eigenvalues lie in [NS_BAND_LOW phi, 1.185] with phi = lambda / (lambda +
+    4^e ridge) >= 1e-4 / (1e-4 + 4^e ridge) (the check refuses smaller lambda);
+    5 for K <= 64 (phi >= 0.87), plus one to spare."""
+    scale = 4.0 ** math.ceil(math.log(K, 4) - 1e-12)
+    phi = 1e-4 / (1e-4 + scale * RIDGE)
+    return ns_finish_steps(NS_BAND_LOW * phi) + 1
 
 
 COLLINEAR_TRACE = 1.0e4     # trace((CᵀC)^-1) above this: a direction with eigenvalue below ~1e-4
@@ -132,11 +140,15 @@ def _check_collinear(ctx, C, K, names):
     Newton-Schulz on an exactly rank-deficient Gram matrix grows the null
     direction as 1.5^iterations, past the format; so first a ridge-regularised
     run (null directions stay below 2^11), then one revealed bit (policy
-    ``gwas.covariate_check``): trace(W^2) = trace((CᵀC + ridge)^-1) above
+    ``gwas.covariate_check``): trace(W^2) ~ trace((CᵀC + 4^e ridge)^-1) above
     1e4 means an eigenvalue of CᵀC (unit columns) below about 1e-4, i.e.
     covariates (with the intercept and PCs) that are collinear (a correlation
-    beyond 0.99995).  Returns the ridge basis C W."""
-    Q, W = orth(ctx, C, NS_FINISH_STEPS, bound=K, ridge=RIDGE, with_root=True, fast=BASIS_FAST_STEPS)
+    beyond 0.99995).  The run takes fast steps only (the span is what the
+    polish needs), so W^2 is that inverse times a factor in [0.787, 1.185] per
+    direction: the threshold holds within about 20 %, and a collinear design
+    (trace ~ 1 / (4^e ridge) > 2.6e5) is far beyond it.  Returns the ridge
+    basis C W."""
+    Q, W = orth(ctx, C, 0, bound=K, ridge=RIDGE, with_root=True, fast=BASIS_FAST_STEPS)
     W28 = to_frac(W, ctx.params.f)
     trace = beaver.fsquare(W28).sum()
     flag = reveal(ctx, compare.greater_than_public(trace, COLLINEAR_TRACE), "gwas.covariate_check")

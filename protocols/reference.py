@@ -888,6 +888,15 @@ def ns_fast_steps(smallest: float, margin: int) -> int:
     return steps + int(margin)
 
 
+def ns_finish_steps(low: float, high: float = 1.185, tol: float = 2.0 ** -40) -> int:
+    """Standard Newton–Schulz steps that take every eigenvalue of A in [low, high]
+    (0 < low, high < 3) to within `tol` of 1."""
+    m, steps = np.array([float(low), float(high)]), 0
+    while np.max(np.abs(m - 1.0)) > tol:
+        m, steps = m * (1.5 - 0.5 * m) ** 2, steps + 1
+    return steps
+
+
 def ns_steps_carry(n_rows: int) -> int:
     """Fast Newton–Schulz steps of the orthonormalisations *inside* the power
     iterations (and, then NS_FINISH_STEPS standard ones, of the last).

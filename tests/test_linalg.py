@@ -98,3 +98,9 @@ def test_ns_fast_steps_known_answers():
     image = m * (R.NS_FAST_A - m) ** 2
     assert image.min() >= R.NS_BAND_LOW and image.max() <= 1.1852
     assert R.ns_steps_carry(1000) == 6 and R.ns_steps_start(1000) == 8 and R.ns_steps_eig(1000) == 11
+    # standard steps from the band: 0.213 -> 0.036 -> 1e-3 -> 7e-7 -> 4e-13 (NS_FINISH_STEPS has one to spare)
+    assert R.ns_finish_steps(R.NS_BAND_LOW) == 4 == R.NS_FINISH_STEPS - 1
+    m = np.array([R.NS_BAND_LOW, 1.0, 1.185])
+    for _ in range(R.NS_FINISH_STEPS):
+        m = m * (1.5 - 0.5 * m) ** 2
+    assert np.max(np.abs(m - 1)) < 1e-15
