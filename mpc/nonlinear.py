@@ -58,7 +58,7 @@ from mpc.compare import (Circuit, DecomposeCircuit, LessThanCircuit, Level, bits
                          xor_public)
 from mpc.shared import SharedArray
 from mpc.triples import n_words
-from mpc.truncate import max_bits as _max_trunc_bits, rescale_many
+from mpc.truncate import max_bits as _max_trunc_bits, plan_rescale, rescale_many
 
 # ------------------------------------------------------------ polynomial coefficients
 # Degree 12 on s in [-1, 1] (m = (s + 3) / 4 in [0.5, 1]); max error in comments.
@@ -131,10 +131,26 @@ def _lin(ctx, terms, const: int = 0, n: int | None = None) -> np.ndarray:
     return total
 
 
-def _trunc(ctx, items) -> list:
+def _trunc(ctx, items, plans=None) -> list:
     """truncate_many over (SharedArray, shift, bits) with shift <= 0 meaning an exact
-    scale up by 2^-shift (so the caller's formulas hold for any format)."""
-    return rescale_many(ctx, items)
+    scale up by 2^-shift (so the caller's formulas hold for any format); `plans`
+    from _plans, requested before the products that make the inputs."""
+    return rescale_many(ctx, items, plans)
+
+
+def _plans(ctx, specs) -> list:
+    """Truncation pairs for later _trunc items, specs (shape, shift, bits): asked
+    for with the next product round's requests, so that the truncation after
+    it does not wait a round trip for the dealer."""
+    return [plan_rescale(ctx, tuple(shape), shift, bits) for shape, shift, bits in specs]
+
+
+def _mul_trunc(ctx, items, truncs, sides=()) -> list:
+    """One product round for `items` (elementwise), each result then rescaled by
+    its (shift, bits) in `truncs` (one round), the pairs requested first."""
+    plans = _plans(ctx, [(x.shape, shift, bits) for (_, x, _), (shift, bits) in zip(items, truncs)])
+    raw = _products(ctx, items, sides)
+    return _trunc(ctx, [(r, shift, bits) for r, (shift, bits) in zip(raw, truncs)], plans)
 
 
 def _unit_bits(params) -> int:
@@ -253,22 +269,30 @@ def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=
     def q1_bits(cs):
         return _bits_for(sum(abs(c) for c in cs[h:]) * 1.1, 2 * F)
 
-    q1 = None
+    q1, q1_plans = None, None
+    q1_specs = [(n, 3 * F - G, q1_bits(cs)) for cs in coeff_sets]
     for level in range(1, D):                                            # step 1
         half = 1 << (level - 1)
         targets = [p for p in range(half + 1, 2 * half + 1) if p <= h]
+        last = level == D - 1
+        # every truncation pair of the level (and q1's, at the last) before its product round
+        plans = _plans(ctx, [(n, F, power_bits)] * len(targets) + (q1_specs if last else []))
         raw = _products(ctx, [("square", powers[half], None) if p == 2 * half else
                               ("mul", powers[half], powers[p - half]) for p in targets], sides)
         items = [(r, F, power_bits) for r in raw]
-        if merged and level == D - 1:                                    # step 2 (merged)
+        if merged and last:                                              # step 2 (merged)
             items += [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets]
-        done = _trunc(ctx, items)
+        else:
+            plans, q1_plans = plans[:len(targets)], plans[len(targets):]
+        done = _trunc(ctx, items, plans)
         for p, r in zip(targets, done[:len(targets)]):
             powers[p] = r
-        if merged and level == D - 1:
+        if merged and last:
             q1 = done[len(targets):]
+    out_specs = [(n, G - out_frac, _bits_for(max_abs, G))] * len(coeff_sets)
     if q1 is None:                                                       # step 2 (own round)
-        q1 = _trunc(ctx, [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets])
+        q1 = _trunc(ctx, [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets], q1_plans)
+    out_plans = _plans(ctx, out_specs)
     top = _products(ctx, [("mul", powers[h], q) for q in q1], sides)      # step 3
     out = []
     for cs, t in zip(coeff_sets, top):
@@ -277,7 +301,7 @@ def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=
         if extra is not None:
             v = field.add(v, extra(G))
         out.append((_sa(ctx, v, G), G - out_frac, _bits_for(max_abs, G)))
-    return _trunc(ctx, out)
+    return _trunc(ctx, out, out_plans)
 
 
 # ------------------------------------------------------------ normalisation stage
@@ -334,6 +358,7 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
     if mode == "pos":
         items.append(("mul", nz, sign))
     items += list(out_products(lead, sign, S))
+    m_plan = _plans(ctx, [((n,), K - F, K + 2)])
     res = _products(ctx, items)                                                                # step 3
     m_int = res[0]
     if mode == "pos":
@@ -342,7 +367,7 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
         rest = res[1:]
     # zero (or excluded) inputs: m = 0.5
     m_int = field.add(m_int.share, field.mul_pow2(_lin(ctx, [(-1, nz.share)], 1, n), K - 1))
-    m = _trunc(ctx, [(_sa(ctx, m_int, K), K - F, K + 2)])[0]                                   # step 4
+    m = _trunc(ctx, [(_sa(ctx, m_int, K), K - F, K + 2)], m_plan)[0]                           # step 4
     s_share = _lin(ctx, [(4, m.share)], -3 << F, n)
     return _sa(ctx, s_share, F), lead, rest, S, nz
 
@@ -378,8 +403,7 @@ def reciprocal(x: SharedArray) -> SharedArray:
     s, lead, (S_sgn,), S, nz = _normalise(ctx, X, [], "abs",
                                           lambda lead, sign, S: [("mul", S, sign)])
     R = _poly(ctx, s, [_RECIPROCAL], fo, 2.0 + 2.0 ** -20)[0]
-    Y = _products(ctx, [("mul", R, S_sgn)])[0]
-    Y = _trunc(ctx, [(Y, K - x.frac, _unit_bits(params))])[0]
+    Y = _mul_trunc(ctx, [("mul", R, S_sgn)], [(K - x.frac, _unit_bits(params))])[0]
     return _sa(ctx, Y.share.reshape(x.shape + (field.LIMBS,)), fo)
 
 
@@ -456,10 +480,11 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
     sgn_b = 1 - 2 * neg_b
     S_a, P_a, S_b, abs_b = _products(ctx, [("mul", *S[0]), ("mul", *S[1]), ("mul", *S[2]),
                                           ("mul", _sa(ctx, B2), sgn_b)])                # step 4
+    m_plans = _plans(ctx, [((n,), k - F, k + 2)] * 2)
     m_a, m_b, SAB = _products(ctx, [("mul", _sa(ctx, A2), S_a), ("mul", abs_b, S_b), ("mul", P_a, S_b)])
     nz_b = field.sum(halves[2][0], axis=0)
     m_b = field.add(m_b.share, field.mul_pow2(_lin(ctx, [(-1, nz_b)], 1, n), k - 1))  # b = 0: m_b = 0.5
-    m_a, m_b = _trunc(ctx, [(_sa(ctx, m_a.share, k), k - F, k + 2), (_sa(ctx, m_b, k), k - F, k + 2)])
+    m_a, m_b = _trunc(ctx, [(_sa(ctx, m_a.share, k), k - F, k + 2), (_sa(ctx, m_b, k), k - F, k + 2)], m_plans)
     # 2^v = 2^(j_a) 2^(k - 1 - j_b) 2^(d0 + 2 - k), exact where v >= 0
     Tv = _sa(ctx, field.mul_pow2(SAB.share, d0 + 2 - k))
     in_range = f_lo - f_over
@@ -469,10 +494,8 @@ def divide(a: SharedArray, b: SharedArray) -> SharedArray:
     R = _poly(ctx, s, [_RECIPROCAL], F, 2.0 + 2.0 ** -20, sides=[t_tree, sat_tree])[0]  # step 5
     T, sat = t_tree.finish(ctx), sat_tree.finish(ctx)
     FQ = min(F, _max_bits(params) - k - 2)
-    Q = _products(ctx, [("mul", m_a, R)])[0]                                          # step 6
-    Q = _trunc(ctx, [(Q, 2 * F - FQ, 2 * F + 3)])[0]
-    Y = _products(ctx, [("mul", Q, T)])[0]
-    Y = _trunc(ctx, [(Y, FQ + 1, k + FQ + 2)])[0]
+    Q = _mul_trunc(ctx, [("mul", m_a, R)], [(2 * F - FQ, 2 * F + 3)])[0]              # step 6
+    Y = _mul_trunc(ctx, [("mul", Q, T)], [(FQ + 1, k + FQ + 2)])[0]
     Y = field.add(Y.share, field.mul_scalar(sat.share, (1 << (k - 1)) - 1))
     return _sa(ctx, Y.reshape(a.shape + (field.LIMBS,)), fo)
 
@@ -573,8 +596,8 @@ def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True)
     else:
         vals = [_poly(ctx, s, [polys[nm]], F2, 1.5, sides=[zeroed])[0] for nm, _, F2, _, _ in plans]
     scales = zeroed.value if zeroed.done else zeroed.finish(ctx)
-    finals = _products(ctx, [("mul", v, so) for v, so in zip(vals, scales)])
-    done = _trunc(ctx, [(y, shift, bits) for y, (_, _, _, shift, bits) in zip(finals, plans)])
+    done = _mul_trunc(ctx, [("mul", v, so) for v, so in zip(vals, scales)],
+                      [(shift, bits) for (_, _, _, shift, bits) in plans])
     results = {nm: _sa(ctx, y.share.reshape(x.shape + (field.LIMBS,)), fo)
                for (nm, *_), y in zip(plans, done)}
     return SqrtPair(results.get("sqrt"), results.get("inv_sqrt"))
@@ -818,8 +841,7 @@ def exp(x: SharedArray) -> SharedArray:
     T = tree.finish(ctx)
     # T = 2^(n + bias) for x in range; 2^(n + fo) = T 2^(fo - bias), exact there (n >= -fo)
     T = _sa(ctx, field.mul_pow2(T.share, fo - plan.bias))
-    Y = _products(ctx, [("mul", P, T)])[0]                                                # step 6
-    Y = _trunc(ctx, [(Y, fo, k + fo)])[0]
+    Y = _mul_trunc(ctx, [("mul", P, T)], [(fo, k + fo)])[0]                               # step 6
     over = _lin(ctx, [(-1, lt_hi)], 1, n)
     Y = field.add(Y.share, field.mul_scalar(over, (1 << (k - 1)) - 1))
     return _sa(ctx, Y.reshape(x.shape + (field.LIMBS,)), fo)
@@ -877,8 +899,7 @@ def sigmoid(x: SharedArray) -> SharedArray:
     P = _poly(ctx, s, [_EXP2], F, 2.0 + 2.0 ** -8, sides=[tree])[0]                              # 5
     T = tree.finish(ctx)                                   # 2^(n' + bias), -n_max <= n' <= -1
     T = _sa(ctx, field.mul_pow2(T.share, n_max - plan.bias))           # 2^(n' + n_max), exact in range
-    e = _products(ctx, [("mul", P, T)])[0]
-    e = _trunc(ctx, [(e, n_max, F + n_max + 2)])[0]                  # e^-|x| at F bits
+    e = _mul_trunc(ctx, [("mul", P, T)], [(n_max, F + n_max + 2)])[0]      # e^-|x| at F bits
     s2 = _sa(ctx, _lin(ctx, [(2, e.share)], -(1 << F), n), F)        # 2e - 1 in [-1, 1]
     R = _poly(ctx, s2, [_RECIPROCAL], fo - 1, 2.0 + 2.0 ** -20)[0]   # 2/(1+e) at fo - 1 bits  # 6
     r = SharedArray(ctx, R.share, fo, R.mask)                         # = 1/(1+e) at fo bits (same encoding)

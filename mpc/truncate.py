@@ -103,24 +103,42 @@ def max_bits(params) -> int:
     return 125 - params.sigma
 
 
-def rescale_many(ctx, items) -> list:
+def plan_rescale(ctx, shape, shift: int, bits: int):
+    """The pair of a future rescale_many item (x of this shape, shift, bits),
+    requested now; None where the shift needs no truncation."""
+    if shift <= 0:
+        return None
+    _check_budget(ctx, bits)
+    return plan_truncation(ctx, shape, shift, bits)
+
+
+def _check_budget(ctx, bits: int) -> None:
+    if bits > max_bits(ctx.params):
+        raise ValueError(f"internal: a {bits}-bit truncation exceeds the masking budget "
+                         f"({max_bits(ctx.params)} bits with sigma = {ctx.params.sigma})")
+
+
+def rescale_many(ctx, items, plans=None) -> list:
     """Scale each x by 2^-shift, one round for the batch: items are (x, shift, bits).
 
     shift > 0 truncates (bits bounds the input as in truncate_many, checked
     against the budget); shift <= 0 is an exact, local scale-up by 2^-shift.
-    The result has frac x.frac - shift."""
+    The result has frac x.frac - shift.  `plans` (plan_rescale, one per item)
+    are pairs requested earlier, with the same shift and bits."""
     out, todo = [None] * len(items), []
-    for i, (x, shift, bits) in enumerate(items):
+    plans = [None] * len(items) if plans is None else list(plans)
+    for i, ((x, shift, bits), plan) in enumerate(zip(items, plans)):
         if shift <= 0:
             out[i] = x.rescale_exact(x.frac - shift)
             continue
-        if bits > max_bits(ctx.params):
-            raise ValueError(f"internal: a {bits}-bit truncation exceeds the masking budget "
-                             f"({max_bits(ctx.params)} bits with sigma = {ctx.params.sigma})")
-        todo.append((i, x, shift, bits))
+        _check_budget(ctx, bits)
+        if plan is not None and (plan.m, plan.bits) != (shift, bits):
+            raise ValueError(f"internal: a truncation planned as ({plan.m}, {plan.bits}) used as ({shift}, {bits})")
+        todo.append((i, x, shift, bits, plan))
     if todo:
-        res = truncate_many(ctx, [t[1] for t in todo], [t[2] for t in todo], [t[3] for t in todo])
-        for (i, _, _, _), r in zip(todo, res):
+        res = truncate_many(ctx, [t[1] for t in todo], [t[2] for t in todo], [t[3] for t in todo],
+                            plans=[t[4] for t in todo])
+        for (i, *_), r in zip(todo, res):
             out[i] = r
     return out
 

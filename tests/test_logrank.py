@@ -354,12 +354,13 @@ def test_every_truncation_input_is_within_its_bound(monkeypatch):
     real = truncate_module.truncate_many
     seen, lock = {}, threading.Lock()
 
-    def recording(ctx, xs, shifts, bits=None):
+    def recording(ctx, xs, shifts, bits=None, plans=None):
         xs = list(xs)
+        declared = [p.bits if p is not None else b for p, b in zip(plans or [None] * len(xs), bits)]
         with lock:
             calls = seen.setdefault(ctx.index, [])
-            calls.append([(x.share.copy(), b) for x, b in zip(xs, bits)])
-        return real(ctx, xs, shifts, bits)
+            calls.append([(x.share.copy(), b) for x, b in zip(xs, declared)])
+        return real(ctx, xs, shifts, bits, plans=plans)
 
     monkeypatch.setattr(truncate_module, "truncate_many", recording)
     lung = load_lung().dropna(subset=["ph.ecog"])
