@@ -55,86 +55,144 @@ column span matters; standard steps then finish exactly (5 from the band to
 below 1e-12; protocols.reference.NS_FINISH_STEPS)."""
 
 
+FUSE_MAX_ELEMENTS = 1 << 16
+"""The largest n x l for which orth's last Newton–Schulz step also makes Q
+(one round fewer, one n x l opening more: 1 MB per peer, ~8 ms at 1 Gbit/s,
+less than a wide-area round trip)."""
+
+
 def ns_schedule(fast: int, exact: int) -> list:
     """The step kinds of an orthonormalisation: `fast` fast steps, then `exact` standard ones."""
     return [True] * int(fast) + [False] * int(exact)
 
 
-def _ns_requests(ctx, spec_y, spec_z, l: int, f: int, bits: int, fast: bool) -> dict:
+def _ns_requests(ctx, spec_y, spec_z, l: int, f: int, bits: int, fast: bool, final=None) -> dict:
     """Every dealer request of one Newton–Schulz step (after the first) whose
     iterates carry the masks spec_y, spec_z (known before their values:
-    truncation outputs)."""
+    truncation outputs).  ``final`` = (spec of Y0, rows, shift) marks the last
+    step: no Y update, but R = Y0 Zk (with zy) and Q = R T (with Z)."""
     r = {"zy": beaver.request_product(ctx, "matmul", spec_z, spec_y, (l, l)),
          # A standard step truncates Zk Yk to f - 1 bits and reads it at f bits: half of it.
          "plan_zy": plan_truncation(ctx, (l, l), f if fast else f + 1, bits)}
     spec_t = r["plan_zy"].spec.scaled(P - 1)          # T = a I - zy: minus zy's mask
-    r["y"] = beaver.request_product(ctx, "matmul", spec_y, spec_t, (l, l))
     r["z"] = beaver.request_product(ctx, "matmul", spec_t, spec_z, (l, l))
-    r["plan_y"], r["plan_z"] = plan_truncation(ctx, (l, l), f, bits), plan_truncation(ctx, (l, l), f, bits)
+    r["plan_z"] = plan_truncation(ctx, (l, l), f, bits)
+    if final is None:
+        r["y"] = beaver.request_product(ctx, "matmul", spec_y, spec_t, (l, l))
+        r["plan_y"] = plan_truncation(ctx, (l, l), f, bits)
+    else:
+        spec_y0, rows, shift = final
+        r["r"] = beaver.request_product(ctx, "matmul", spec_y0, spec_z, (rows, l))
+        r["plan_r"] = plan_truncation(ctx, (rows, l), f, bits)
+        r["q"] = beaver.request_product(ctx, "matmul", r["plan_r"].spec, spec_t, (rows, l))
+        r["plan_q"] = plan_truncation(ctx, (rows, l), shift, bits)
     return r
 
 
 class _NewtonSchulz:
     """The coupled iteration from Y0 = A, Z0 = I: T = a I - b Zk Yk; Yk = Yk T;
-    Zk = T Zk (a, b = 3/2, 1/2, or 2, 1 in fast steps), pipelined.
+    Zk = T Zk (a, b = 3/2, 1/2, or 2, 1 in fast steps), pipelined, ending with
+    Q = Y Zk / 2^e for the n x l matrix Y whose Gram matrix A is.
 
     Every truncated value comes masked and T keeps zy's mask, so every
     product's operands have known masks before their values exist: the
     dealer requests of step i + 1 (products and truncation pairs) travel
     during step i, those of step 1 with the truncation that makes A (only its
-    mask spec is needed), and those of whatever follows (``after``, called
-    with Z's final mask spec) during the last step.  The first step has
-    Z0 = I, so zy = A and T = a I - b A are free: 1 round; every other step
-    waits only for its two truncation openings (2 rounds, 2 hops)."""
+    mask spec is needed), and those of whatever follows (``ahead``, called
+    with Q's mask spec) with the last step's.  The first step has Z0 = I, so
+    zy = A and T = a I - b A are free: 1 round; every other step waits only
+    for its two truncation openings (2 rounds, 2 hops).  The last step needs
+    no Y update: R = Y Zk rides with its zy and Q = R T with its Z, so Q
+    costs no round of its own (Zk and T commute: Y Zk T = Y T Zk) — for Y up
+    to FUSE_MAX_ELEMENTS, since R's truncation opens n x l more elements;
+    a larger Y gets Q = Y Zk / 2^e in a round after the last step."""
 
-    def __init__(self, ctx, spec_a, schedule, fmt: Params, after):
-        self.ctx, self.schedule, self.fmt, self.after = ctx, list(schedule), fmt, after
+    def __init__(self, ctx, spec_a, spec_y, rows: int, e: int, schedule, fmt: Params, ahead=None):
+        self.ctx, self.schedule, self.fmt = ctx, list(schedule), fmt
         f, l = fmt.f, spec_a.shape[0]
         self.l, self.bits = l, fmt.k + f
-        fast = self.schedule[0]
+        self.final = (spec_y, rows, f + e)
+        self.fuse = rows * l <= FUSE_MAX_ELEMENTS
+        self.ahead, self.ahead_result = ahead, None
+        fast, alone = self.schedule[0], len(self.schedule) == 1
         # Step 1: Y1 = A T (both masked: no opening), Z1 = T, with T = 2I - A
-        # (exact) or (3I - A) / 2 (read at f + 1 bits, then truncated by 1).
+        # (exact) or (3I - A) / 2 (read at f + 1 bits, then truncated by 1);
+        # when it is the only step, Q = Y T instead of Y1.
         spec_t = spec_a.scaled(P - 1)
-        self.first = beaver.request_product(ctx, "matmul", spec_a, spec_t, (l, l))
-        self.plan_y1 = plan_truncation(ctx, (l, l), f if fast else f + 1, self.bits)
+        t_frac = f if fast else f + 1
+        if alone:
+            self.first = beaver.request_product(ctx, "matmul", spec_y, spec_t, (rows, l))
+            self.plan_1 = plan_truncation(ctx, (rows, l), t_frac + e, self.bits)
+        else:
+            self.first = beaver.request_product(ctx, "matmul", spec_a, spec_t, (l, l))
+            self.plan_1 = plan_truncation(ctx, (l, l), t_frac, self.bits)
         self.plan_z1 = None if fast else plan_truncation(ctx, (l, l), 1, fmt.k + 1)
         spec_z1 = spec_t if fast else self.plan_z1.spec
-        if len(self.schedule) > 1:
-            self.next = _ns_requests(ctx, self.plan_y1.spec, spec_z1, l, f, self.bits, self.schedule[1])
-            self.tail = None
+        if alone:
+            self.next = None
+            self._ask_ahead(self.plan_1.spec)
         else:
-            self.next, self.tail = None, after(spec_z1)
+            self.next = self._requests(self.plan_1.spec, spec_z1, 1)
 
-    def run(self, A: SharedArray):
-        """Z after every step, and what ``after`` requested."""
+    def _ask_ahead(self, spec_q):
+        if self.ahead is not None:
+            self.ahead_result = self.ahead(spec_q)
+
+    def _requests(self, spec_y, spec_z, i):
+        """Step i's requests (and, for the last step, Q's and ahead's)."""
+        last = i + 1 == len(self.schedule)
+        r = _ns_requests(self.ctx, spec_y, spec_z, self.l, self.fmt.f, self.bits, self.schedule[i],
+                         self.final if last and self.fuse else None)
+        if last and not self.fuse:             # Q = Y Zk / 2^e in a round of its own
+            spec_y0, rows, shift = self.final
+            r["q_after"] = beaver.request_product(self.ctx, "matmul", spec_y0, r["plan_z"].spec, (rows, self.l))
+            r["plan_q"] = plan_truncation(self.ctx, (rows, self.l), shift, self.bits)
+        if last:
+            self._ask_ahead(r["plan_q"].spec)
+        return r
+
+    def run(self, A: SharedArray, Y: SharedArray):
+        """(Zk after every step, Q = Y Zk / 2^e at f bits)."""
         ctx, f, l = self.ctx, self.fmt.f, self.l
-        if self.schedule[0]:
-            T = FAST_A * np.eye(l) - A
-            Yk = truncate_many(ctx, [beaver.combine(ctx, "matmul", A, T, self.first)], [0],
-                               plans=[self.plan_y1])[0]
+        fast = self.schedule[0]
+        T = FAST_A * np.eye(l) - A if fast else (3.0 * np.eye(l) - A).with_frac(f + 1)
+        first = beaver.combine(ctx, "matmul", Y if self.next is None else A, T, self.first)
+        if fast:
+            Yk = truncate_many(ctx, [first], [0], plans=[self.plan_1])[0]
             Zk = T
         else:
-            T = (3.0 * np.eye(l) - A).with_frac(f + 1)
-            Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", A, T, self.first), T], [0, 0],
-                                   plans=[self.plan_y1, self.plan_z1])
+            Yk, Zk = truncate_many(ctx, [first, T], [0, 0], plans=[self.plan_1, self.plan_z1])
+        if self.next is None:
+            return Zk, Yk.with_frac(f)               # the only step made Q
         n = len(self.schedule)
         for i in range(1, n):
             req = self.next
             if i + 1 < n:
-                self.next = _ns_requests(ctx, req["plan_y"].spec, req["plan_z"].spec, l, f, self.bits,
-                                         self.schedule[i + 1])
+                self.next = self._requests(req["plan_y"].spec, req["plan_z"].spec, i + 1)
+            last = "q" in req
+            zy_raw = beaver.combine(ctx, "matmul", Zk, Yk, req["zy"])
+            if last:
+                zy, R = truncate_many(ctx, [zy_raw, beaver.combine(ctx, "matmul", Y, Zk, req["r"])], [0, 0],
+                                      plans=[req["plan_zy"], req["plan_r"]])
             else:
-                self.tail = self.after(req["plan_z"].spec)
-            zy = truncate_many(ctx, [beaver.combine(ctx, "matmul", Zk, Yk, req["zy"])], [0],
-                               plans=[req["plan_zy"]])[0]
+                zy = truncate_many(ctx, [zy_raw], [0], plans=[req["plan_zy"]])[0]
             if self.schedule[i]:
                 T = FAST_A * np.eye(l) - zy
             else:
                 T = 1.5 * np.eye(l) - zy.with_frac(f)      # a public matrix minus zy: keeps zy's mask
+            if last:
+                Q, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", R, T, req["q"]),
+                                            beaver.combine(ctx, "matmul", T, Zk, req["z"])], [0, 0],
+                                      plans=[req["plan_q"], req["plan_z"]])
+                return Zk, Q.with_frac(f)
             Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", Yk, T, req["y"]),
                                          beaver.combine(ctx, "matmul", T, Zk, req["z"])], [0, 0],
                                    plans=[req["plan_y"], req["plan_z"]])
-        return Zk, self.tail
+            if "q_after" in req:
+                Q = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y, Zk, req["q_after"])], [0],
+                                  plans=[req["plan_q"]])[0]
+                return Zk, Q.with_frac(f)
+        raise AssertionError("unreachable")
 
 
 def _newton_schulz(ctx, Yk: SharedArray, Zk: SharedArray, iters: int, fmt: Params):
@@ -181,19 +239,12 @@ class OrthPlan:
         if ahead is not None and not schedule:
             raise ValueError("orth: requests ahead need at least one Newton-Schulz step")
         self.ctx, self.spec_y, self.shape, self.fmt, self.e, self.ridge = ctx, spec_y, (n, l), fmt, e, ridge
-        self.ahead, self.ahead_result = ahead, None
+        self.ahead = ahead
         bits = fmt.k + f                   # values below 2^(k - f - 1) at 2f fractional bits
         self.plan_g = plan_truncation(ctx, (l, l), f + 2 * e, bits)        # A = G / 4^e
         self.pend_g = beaver.request_product(ctx, "matmul", spec_y.T(), spec_y, (l, l))
-
-        def after(spec_z):               # Q = Y Zk / 2^e: requested during the last step
-            tail = (beaver.request_product(ctx, "matmul", spec_y, spec_z, (n, l)),
-                    plan_truncation(ctx, (n, l), f + e, bits))
-            if ahead is not None:
-                self.ahead_result = ahead(tail[1].spec)
-            return tail
-
-        self.ns = _NewtonSchulz(ctx, self.plan_g.spec, schedule, fmt, after) if schedule else None
+        self.ns = (_NewtonSchulz(ctx, self.plan_g.spec, spec_y, n, e, schedule, fmt, ahead)
+                   if schedule else None)
 
     def run(self, Y: SharedArray, with_root: bool = False):
         """Q (and W with with_root, and ahead's result when there is one)."""
@@ -207,14 +258,12 @@ class OrthPlan:
         if self.ridge:
             A = A + float(self.ridge) * np.eye(l)
         if self.ns is not None:
-            Zk, (pend_q, plan_q) = self.ns.run(A)
-            Q = truncate_many(ctx, [beaver.combine(ctx, "matmul", Y, Zk, pend_q)], [0],
-                              plans=[plan_q])[0].with_frac(f)
+            Zk, Q = self.ns.run(A, Y)
         else:
             Zk = SharedArray.public(ctx, np.eye(l), f)
             Q = to_frac(Y.with_frac(f + e), f, self.fmt)
         out = (Q,) + ((Zk.with_frac(f + e),) if with_root else ())
-        out += (self.ahead_result,) if self.ahead is not None else ()
+        out += (self.ns.ahead_result,) if self.ahead is not None else ()
         return out if len(out) > 1 else Q
 
 
@@ -287,7 +336,7 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
     5. Q = Y W: with a bound, Y Zk truncated by f + e (no opening).
 
     With a bound every dealer request travels one step ahead of its values
-    (_NewtonSchulz): rounds 2 (fast + ns_iters) + 1 (+1 when Y has no mask),
+    (_NewtonSchulz): rounds 2 (fast + ns_iters) (+1 when Y has no mask),
     and as many hops (one-way latencies) plus one.  Without a bound: about
     2 ns_iters + 6 rounds plus one inverse square root.  Nothing is revealed.
     """

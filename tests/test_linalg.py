@@ -7,8 +7,8 @@ What is checked:
   within 1e-7, and the exact polar factor (SVD) within 1e-7 once finished;
 - fast steps alone keep the span exactly and leave singular values in the
   band [0.88, 1.09] (known answer of the step map);
-- known answers for the cost: 2 (fast + standard) + 1 rounds (+1 when Y has
-  no mask yet), and one hop more than rounds (every dealer request travels a
+- known answers for the cost: 2 (fast + standard) rounds (+1 when Y has no
+  mask yet: the last step makes Q), and one hop more than rounds (every dealer request travels a
   step ahead of its values; only the first, G's, waits for the dealer);
 - the with_root factor is (YᵀY + 4^e ridge I)^(-1/2).
 """
@@ -61,8 +61,28 @@ def test_orth_matches_reference_and_exact(steps, fast, bound):
     assert np.max(np.abs(Q - R.orth(Y0, steps, bound=bound, fast=fast))) < 1e-7
     assert np.max(np.abs(Q - R.orth_exact(Y0))) < 1e-7
     assert np.max(np.abs(W @ W - np.linalg.inv(Y0.T @ Y0))) < 1e-6 * np.max(np.abs(np.linalg.inv(Y0.T @ Y0)))
-    assert traffic.rounds == 2 * (steps + fast) + 2
+    assert traffic.rounds == 2 * (steps + fast) + 1
     assert traffic.hops == traffic.rounds + 1
+
+
+@pytest.mark.parametrize("steps,fast", [(1, 0), (0, 1), (1, 1)])
+def test_one_and_two_steps_match_the_reference(steps, fast):
+    """The first step (Z0 = I) and the last (which makes Q) in every combination."""
+    rng = np.random.default_rng(6)
+    Y0 = columns(rng, 120, np.linspace(0.3, 1.0, 6))
+    Q, _, traffic = secure_orth(Y0, steps, fast, bound=3.0)
+    assert np.max(np.abs(Q - R.orth(Y0, steps, bound=3.0, fast=fast))) < 1e-8
+    assert traffic.rounds == 2 * (steps + fast) + 1
+
+
+def test_large_operands_make_q_after_the_last_step(monkeypatch):
+    """Above FUSE_MAX_ELEMENTS, Q = Y Zk takes a round of its own (no extra n x l opening)."""
+    monkeypatch.setattr(linalg, "FUSE_MAX_ELEMENTS", 100)
+    rng = np.random.default_rng(3)
+    Y0 = columns(rng, 300, np.linspace(0.05, 1.0, 10))
+    Q, _, traffic = secure_orth(Y0, 5, 8, 7.0)
+    assert np.max(np.abs(Q - R.orth(Y0, 5, bound=7.0, fast=8))) < 1e-7
+    assert traffic.rounds == 2 * (5 + 8) + 2 and traffic.hops == traffic.rounds + 1
 
 
 def test_fast_steps_keep_the_span():
@@ -75,7 +95,7 @@ def test_fast_steps_keep_the_span():
     exact = R.orth_exact(Y0)
     assert np.max(np.abs(Q @ np.linalg.pinv(Q) - exact @ exact.T)) < 1e-8
     assert np.max(np.abs(Q - R.orth(Y0, 0, bound=1.0, fast=fast))) < 1e-8
-    assert traffic.rounds == 2 * fast + 1 and traffic.hops == traffic.rounds + 1
+    assert traffic.rounds == 2 * fast and traffic.hops == traffic.rounds + 1
 
 
 def test_ridge_root():
