@@ -43,7 +43,12 @@ def _mask_share(x: SharedArray):
 def fresh_mask_spec(ctx, x) -> MaskSpec:
     """A new dealer mask for x (pass it to mask_many): products with x can be
     requested before x is masked."""
-    return MaskSpec("dealer", ctx.label("m"), x.shape)
+    return new_mask_spec(ctx, x.shape)
+
+
+def new_mask_spec(ctx, shape) -> MaskSpec:
+    """A new dealer mask for a value of this shape that does not exist yet."""
+    return MaskSpec("dealer", ctx.label("m"), tuple(shape))
 
 
 def mask_many(ctx, xs, specs=None) -> None:
@@ -280,10 +285,17 @@ def start_matmul_sum(ctx, pairs) -> MatmulSum:
     if len(shapes) != 1 or any(x.shape[1] != y.shape[0] for x, y in pairs):
         raise ValueError(f"matmul_sum: the products do not share one output shape: {sorted(shapes)}")
     mask_many(ctx, [v for pair in pairs for v in pair])
-    wire = [[x.mask.spec.to_wire(), y.mask.spec.to_wire()] for x, y in pairs]
-    tup = ctx.tuples.request("product", ctx.label("s"), op="matmul_sum", pairs=wire, out=list(shapes.pop()))
+    tup = request_matmul_sum(ctx, [(x.mask.spec, y.mask.spec) for x, y in pairs], shapes.pop())
     ctx.tuples.flush()
     return MatmulSum(ctx, pairs, tup)
+
+
+def request_matmul_sum(ctx, spec_pairs, out_shape):
+    """Ask now for the correction of Σ_k x_k @ y_k from the operands' mask specs
+    (operands that may not exist yet, e.g. a planned truncation's output);
+    later MatmulSum(ctx, pairs, returned request) computes it."""
+    wire = [[a.to_wire(), b.to_wire()] for a, b in spec_pairs]
+    return ctx.tuples.request("product", ctx.label("s"), op="matmul_sum", pairs=wire, out=list(out_shape))
 
 
 def matmul_sum(ctx, pairs) -> SharedArray:

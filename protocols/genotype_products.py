@@ -51,28 +51,48 @@ class GenotypeMatrix:
     def _used_blocks(self):
         return [b for b, c in enumerate(self.block_cols) if c.any()]
 
-    def z_times(self, W: SharedArray, frac: int, fmt: Params) -> SharedArray:
+    def z_times(self, W: SharedArray, frac: int, fmt: Params, plan=None) -> SharedArray:
         """Z @ W for W of shape (n_cols, l); result (n_rows, l) at `frac` bits.
 
         Per provider, one dealer correction for the sum over SNP blocks
         (beaver.start_matmul_sum); W is masked once for all (no opening when it
-        comes masked).  The nodes read one block of one provider at a time."""
-        plans = self._plan_to_frac([(c, W.shape[1]) for c in self.row_counts if c], W.frac, frac, fmt)
-        beaver.mask_many(self.ctx, [W])
-        blocks, start = [], 0
+        comes masked).  The nodes read one block of one provider at a time.
+        `plan` (plan_z_times) holds the requests made before W existed."""
+        ctx = self.ctx
+        if plan is None:
+            spec = W.mask.spec if W.mask is not None else beaver.fresh_mask_spec(ctx, W)
+            plan = self.plan_z_times(spec, W.shape[1], W.frac, frac, fmt)
+            beaver.mask_many(ctx, [W], specs=[spec])
+        tups, plans = plan
+        selections = self._w_selections()
+        pending = [beaver.MatmulSum(ctx, [(self._piece(b, p), W.select(rows)) for b, rows in selections], tup)
+                   for p, tup in zip(self._providers(), tups)]
+        parts = beaver.finish_all(ctx, pending)
+        return concatenate(self._to_frac(parts, frac, plans))
+
+    def plan_z_times(self, spec_w, l: int, w_frac: int, frac: int, fmt: Params):
+        """The dealer requests of z_times for a W (n_cols, l) at w_frac bits that will
+        carry the mask spec_w: each provider's correction and the truncations."""
+        plans = self._plan_to_frac([(self.row_counts[p], l) for p in self._providers()], w_frac, frac, fmt)
+        tups = [beaver.request_matmul_sum(self.ctx, [(self._piece(b, p).mask.spec, spec_w.select(rows))
+                                                     for b, rows in self._w_selections()],
+                                          (self.row_counts[p], l))
+                for p in self._providers()]
+        return tups, plans
+
+    def _providers(self):
+        return [p for p in range(len(self.rows)) if self.row_counts[p]]
+
+    def _w_selections(self):
+        """(block, rows of W it multiplies) for every used block."""
+        out, start = [], 0
         for b in self._used_blocks():
             width = int(self.block_cols[b].sum())
-            rows = np.zeros(W.shape[0], dtype=bool)
+            rows = np.zeros(self.n_cols, dtype=bool)
             rows[start:start + width] = True
-            blocks.append((b, W.select(rows)))  # a selection keeps W's mask
+            out.append((b, rows))
             start += width
-        pending = []
-        for p in range(len(self.rows)):
-            if self.row_counts[p]:
-                pairs = [(self._piece(b, p), Wb) for b, Wb in blocks]
-                pending.append(beaver.start_matmul_sum(self.ctx, pairs))
-        parts = beaver.finish_all(self.ctx, pending)
-        return concatenate(self._to_frac(parts, frac, plans))
+        return out
 
     def zt_times(self, Q: SharedArray, frac: int, fmt: Params) -> SharedArray:
         """Zᵀ @ Q for Q of shape (n_rows, l); result (n_cols, l) at `frac` bits.
@@ -83,21 +103,37 @@ class GenotypeMatrix:
                                    Q.frac, frac, fmt)
         return concatenate(self._to_frac(beaver.finish_all(self.ctx, self.start_zt_times(Q)), frac, plans))
 
-    def start_zt_times(self, Q: SharedArray) -> list:
-        """Request Zᵀ @ Q (untruncated, frac Q.frac + self.frac) from the dealer:
-        the per-block MatmulSums; concatenate their finish_all() in order."""
-        beaver.mask_many(self.ctx, [Q])
+    def start_zt_times(self, Q: SharedArray, tups=None) -> list:
+        """Zᵀ @ Q (untruncated, frac Q.frac + self.frac) as per-block MatmulSums
+        (concatenate their finish_all() in order); `tups` from plan_zt_times
+        when the requests were made before Q existed."""
+        if tups is None:
+            beaver.mask_many(self.ctx, [Q])
+            tups = self.plan_zt_times(Q.mask.spec, Q.shape[1])
+            self.ctx.tuples.flush()              # the dealer starts while the nodes read blocks
+        slices = [Q.select(rows) for rows in self._q_selections()]    # keep Q's mask: nothing to open
+        return [beaver.MatmulSum(self.ctx, [(self._piece(b, p).T, slices[i])
+                                            for i, p in enumerate(self._providers())], tup)
+                for b, tup in zip(self._used_blocks(), tups)]
+
+    def plan_zt_times(self, spec_q, l: int) -> list:
+        """The dealer requests of start_zt_times for a Q (n_rows, l) that will
+        carry the mask spec_q: one correction per SNP block."""
+        sel = [spec_q.select(rows) for rows in self._q_selections()]
+        return [beaver.request_matmul_sum(self.ctx, [(self._piece(b, p).mask.spec.T(), sel[i])
+                                                     for i, p in enumerate(self._providers())],
+                                          (int(self.block_cols[b].sum()), l))
+                for b in self._used_blocks()]
+
+    def _q_selections(self):
+        """Rows of Q (n_rows) that belong to each provider with kept rows."""
         offsets = np.cumsum([0] + self.row_counts)
-        slices = []
-        for p in range(len(self.rows)):
-            rows = np.zeros(Q.shape[0], dtype=bool)
+        out = []
+        for p in self._providers():
+            rows = np.zeros(self.n_rows, dtype=bool)
             rows[offsets[p]:offsets[p + 1]] = True
-            slices.append(Q.select(rows))       # keeps Q's mask: nothing to open
-        pending = []
-        for b in self._used_blocks():
-            pairs = [(self._piece(b, p).T, slices[p]) for p in range(len(self.rows)) if self.row_counts[p]]
-            pending.append(beaver.start_matmul_sum(self.ctx, pairs))
-        return pending
+            out.append(rows)
+        return out
 
     def _piece(self, b, p) -> SharedArray:
         """Provider p's part of block b, rows and columns selected (read lazily)."""

@@ -94,27 +94,36 @@ class Standardised:
         self.g = g.reshape(1, -1)
         beaver.mask_many(ctx, [self.s_cols, self.two_f, self.g])
 
-    def plan_times(self, spec_w, shape) -> tuple:
-        """The dealer requests of times(W)'s scalings for a W that will carry
-        the mask spec_w: pass the result to times()."""
-        ctx, f = self.ctx, self.fmt.f
-        bits = self.fmt.k + f
-        return ((beaver.request_product(ctx, "mul", self.s_cols.mask.spec, spec_w, tuple(shape)),
-                 beaver.request_product(ctx, "matmul", self.g.mask.spec, spec_w, (1, shape[1]))),
-                (plan_truncation(ctx, tuple(shape), f, bits), plan_truncation(ctx, (1, shape[1]), f, bits)))
+    def plan_times(self, spec_w, shape, then=None) -> dict:
+        """The dealer requests of times(W) — its scalings and the genotype pass
+        with the scaled W — for a W that will carry the mask spec_w: pass the
+        result to times().  ``then`` (called with a mask spec for X W, which
+        comes unmasked, and its shape) makes the requests of what follows."""
+        ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
+        shape, bits = tuple(shape), fmt.k + f
+        plans = (plan_truncation(ctx, shape, f, bits), plan_truncation(ctx, (1, shape[1]), f, bits))
+        out_shape = (self.Z.n_rows, shape[1])
+        spec_out = beaver.new_mask_spec(ctx, out_shape)
+        return {"s": beaver.request_product(ctx, "mul", self.s_cols.mask.spec, spec_w, shape),
+                "u": beaver.request_product(ctx, "matmul", self.g.mask.spec, spec_w, (1, shape[1])),
+                "plans": plans, "pass": self.Z.plan_z_times(plans[0].spec, shape[1], f, f, fmt),
+                "spec_out": spec_out, "then": None if then is None else then(spec_out, out_shape),
+                "ahead": then is not None}
 
-    def times(self, W: SharedArray, plan=None) -> SharedArray:
-        """X W for W (M3, l); `plan` from plan_times (else the requests go now)."""
+    def times(self, W: SharedArray, plan=None):
+        """X W for W (M3, l); `plan` from plan_times (else the requests go now;
+        with plan_times' ``then``, returns (X W, its result))."""
         ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
         l = W.shape[1]
         if plan is None:
             beaver.mask_many(ctx, [W])
             plan = self.plan_times(W.mask.spec, W.shape)
-        (pend_s, pend_u), plans = plan
-        sW, u = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, W, pend_s),
-                                    beaver.combine(ctx, "matmul", self.g, W, pend_u)], [0, 0], plans=list(plans))
-        zw = self.Z.z_times(sW, f, fmt)
-        return zw - broadcast(u, (zw.shape[0], l))
+        sW, u = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, W, plan["s"]),
+                                    beaver.combine(ctx, "matmul", self.g, W, plan["u"])], [0, 0],
+                              plans=list(plan["plans"]))
+        zw = self.Z.z_times(sW, f, fmt, plan=plan["pass"])
+        out = zw - broadcast(u, (zw.shape[0], l))
+        return (out, plan["then"]) if plan["ahead"] else out
 
     def times_public(self, omega: np.ndarray) -> SharedArray:
         """X Ω for a public Ω (M3, l): the scalings are local products with Ω."""
@@ -126,30 +135,42 @@ class Standardised:
         zw = self.Z.z_times(sW, f, fmt)
         return zw - broadcast(u, zw.shape)
 
-    def t_times(self, Q: SharedArray, ahead=None):
-        """Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q)) for Q (N1, l): 3 rounds, every dealer
-        request made at the start — opening 1ᵀ Q (during the pass), one
-        truncation of the centred sum, one of its product with s̃.  ``ahead``
+    def plan_t_times(self, spec_q, l: int, ahead=None) -> dict:
+        """The dealer requests of t_times for a Q (N1, l) that will carry the mask
+        spec_q: the genotype pass, 1ᵀ Q's product, both truncations; ``ahead``
         (called with the result's mask spec and shape) makes the requests of
-        what comes next; then returns (Xᵀ Q, its result)."""
+        what follows."""
         ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
-        shape = (self.Z.n_cols, Q.shape[1])
-        bits = fmt.k + f
+        shape, bits = (self.Z.n_cols, l), fmt.k + f
+        plan = {"spec_cs": beaver.new_mask_spec(ctx, (1, l))}
+        plan["cs"] = beaver.request_product(ctx, "matmul", self.two_f.mask.spec, plan["spec_cs"], shape)
+        plan["c"] = plan_truncation(ctx, shape, f, bits)
+        plan["x"] = beaver.request_product(ctx, "mul", self.s_cols.mask.spec, plan["c"].spec, shape)
+        plan["plan_x"] = plan_truncation(ctx, shape, f, bits)
+        plan["then"] = None if ahead is None else ahead(plan["plan_x"].spec, shape)
+        plan["ahead"] = ahead is not None
+        plan["pass"] = self.Z.plan_zt_times(spec_q, l)
+        return plan
+
+    def t_times(self, Q: SharedArray, plan=None):
+        """Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q)) for Q (N1, l): 3 rounds — opening 1ᵀ Q
+        (during the pass), one truncation of the centred sum, one of its
+        product with s̃ — every dealer request made first (here, or before Q
+        existed: `plan` from plan_times; with its ``ahead``, returns (Xᵀ Q,
+        its result))."""
+        ctx = self.ctx
+        if plan is None:
+            beaver.mask_many(ctx, [Q])
+            plan = self.plan_t_times(Q.mask.spec, Q.shape[1])
+        passes = self.Z.start_zt_times(Q, plan["pass"])
         colsum = Q.sum(axis=0).reshape(1, -1)
-        spec_cs = beaver.fresh_mask_spec(ctx, colsum)
-        pend_cs = beaver.request_product(ctx, "matmul", self.two_f.mask.spec, spec_cs, shape)
-        plan_c = plan_truncation(ctx, shape, f, bits)
-        pend_x = beaver.request_product(ctx, "mul", self.s_cols.mask.spec, plan_c.spec, shape)
-        plan_x = plan_truncation(ctx, shape, f, bits)
-        then = None if ahead is None else ahead(plan_x.spec, shape)
-        passes = self.Z.start_zt_times(Q)
-        beaver.mask_many(ctx, [colsum], specs=[spec_cs])
+        beaver.mask_many(ctx, [colsum], specs=[plan["spec_cs"]])
         ztq = concatenate(beaver.finish_all(ctx, passes))                 # frac 2f, untruncated
-        centred = ztq - beaver.combine(ctx, "matmul", self.two_f, colsum, pend_cs)
-        centred = truncate_many(ctx, [centred], [0], plans=[plan_c])[0]
-        out = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, centred, pend_x)], [0],
-                            plans=[plan_x])[0]
-        return out if ahead is None else (out, then)
+        centred = ztq - beaver.combine(ctx, "matmul", self.two_f, colsum, plan["cs"])
+        centred = truncate_many(ctx, [centred], [0], plans=[plan["c"]])[0]
+        out = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, centred, plan["x"])], [0],
+                            plans=[plan["plan_x"]])[0]
+        return (out, plan["then"]) if plan["ahead"] else out
 
 
 def _normalise_trace(ctx, S: SharedArray, fmt) -> SharedArray:
@@ -211,19 +232,34 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         # Orthonormalisations that feed another power step need only keep the span
         # (fast Newton-Schulz steps, reference.ns_steps_carry); the last is exact.
         carry, finish = ns_steps_carry(qc.n_kept), opts.finish_steps
-        Q = orth(ctx, X.times_public(omega), 0 if opts.iters else finish, bound=1.0, fast=ns_steps_start(m3))
-        steps = 2 * opts.iters + 2
-        fmt, f = X.fmt, X.fmt.f
-        for t in range(opts.iters):
-            # Xᵀ Q's output mask is planned at its start: P's orthonormalisation
-            # is requested from the dealer with it (OrthPlan), and X P's scalings
-            # during that orthonormalisation's last step: neither waits.
-            Y, plan = X.t_times(Q, ahead=lambda spec, shape: plan_orth(
-                ctx, spec, shape, 0, fmt, bound=1.0, fast=carry, ahead=lambda spec_p: X.plan_times(spec_p, shape)))
-            P, times_plan = orth(ctx, Y, plan=plan)
-            Q = orth(ctx, X.times(P, times_plan), 0 if t + 1 < opts.iters else finish, bound=1.0, fast=carry)
+        fmt, iters = X.fmt, opts.iters
+
+        # Every step's dealer requests are made before its input exists, one
+        # step ahead: Q's orthonormalisation asks for Xᵀ Q's, that for P's
+        # orthonormalisation, that for X P's, that for the next Q's.
+        def t_plan(t, spec_q):          # Xᵀ Q of power step t (t = iters: the small eigenproblem's Z)
+            ahead = None if t == iters else (lambda spec, shape: p_plan(t, spec, shape))
+            return X.plan_t_times(spec_q, l, ahead)
+
+        def p_plan(t, spec, shape):     # P = orth(Xᵀ Q), then X P
+            return plan_orth(ctx, spec, shape, 0, fmt, bound=1.0, fast=carry,
+                             ahead=lambda spec_p: X.plan_times(spec_p, shape, lambda s, sh: q_plan(t, s, sh)))
+
+        def q_plan(t, spec, shape):     # Q = orth(X P), then Xᵀ Q
+            last = t + 1 == iters
+            return plan_orth(ctx, spec, shape, finish if last else 0, fmt, bound=1.0, fast=carry,
+                             ahead=lambda spec_q: t_plan(t + 1, spec_q))
+
+        Q, plan = orth(ctx, X.times_public(omega), 0 if iters else finish, bound=1.0, fast=ns_steps_start(m3),
+                       ahead=lambda spec_q: t_plan(0, spec_q))
+        steps = 2 * iters + 2
+        for t in range(iters):
+            Y, plan = X.t_times(Q, plan)
+            P, plan = orth(ctx, Y, plan=plan)
+            Y, plan = X.times(P, plan)
+            Q, plan = orth(ctx, Y, plan=plan)
             ctx.progress("pca", 2 * t + 2, steps)
-        Zt = X.t_times(Q)
+        Zt = X.t_times(Q, plan)
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=fmt)[0]
         S = _normalise_trace(ctx, S, fmt)       # eigenvalues sum to 1
         U = _top_eigenspace(ctx, S, Q, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
