@@ -18,7 +18,7 @@ with site-mean imputation).  Protocol:
    eigenvalues grow 4x per step; reference.ns_steps_start, ns_steps_carry: 8
    and 6 at N1 = M3 = 1000), 2 rounds each; the last adds
    reference.NS_FINISH_STEPS standard steps.
-4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z / trace (l x l, one reciprocal);
+4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z (l x l, eigenvalues sigma_i^2 <= ~1);
    U = I[:, :k]; ``eig_iters`` times U = orth(S U) with reference.ns_steps_eig
    fast steps (11 at N1 = 1000, 17 at 100 000), the last finished exactly.  PCs = Q U
    (N1 x k), orthonormal.
@@ -173,16 +173,6 @@ class Standardised:
         return (out, plan["then"]) if plan["ahead"] else out
 
 
-def _normalise_trace(ctx, S: SharedArray, fmt) -> SharedArray:
-    """S / trace(S) (one reciprocal of a scalar)."""
-    from mpc import field
-
-    l = S.shape[0]
-    tr = SharedArray(ctx, field.sum(np.ascontiguousarray(S.share[np.arange(l), np.arange(l)])), S.frac)
-    inv = to_frac(nonlinear.reciprocal(to_frac(tr, ctx.params.f, fmt)), fmt.f)
-    return beaver.fixed_products(ctx, [("mul", S, broadcast(inv, S.shape))], fmt=fmt)[0]
-
-
 def _top_eigenspace(ctx, S: SharedArray, Q: SharedArray, k: int, iters: int, fast: int, finish: int, fmt):
     """Step 4's subspace iteration U = orth(S U) from U = I[:, :k], pipelined:
     S I[:, :k] is a selection of S's columns (keeps its mask), and each
@@ -260,8 +250,9 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
             Q, plan = orth(ctx, Y, plan=plan)
             ctx.progress("pca", 2 * t + 2, steps)
         Zt = X.t_times(Q, plan)
+        # S's eigenvalues are the sigma_i^2 <= ||X||_F^2 ~ 1: bound 1 holds without
+        # normalising by the trace (which cost a reciprocal, 24 rounds).
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=fmt)[0]
-        S = _normalise_trace(ctx, S, fmt)       # eigenvalues sum to 1
         U = _top_eigenspace(ctx, S, Q, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
         pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
         ctx.progress("pca", steps, steps)
