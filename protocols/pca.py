@@ -6,8 +6,10 @@ with site-mean imputation).  Protocol:
 1. **LD thinning** (public): among QC-kept polymorphic SNPs, keep a SNP on a
    new chromosome or at least ``ld_dist`` bp after the last kept one: M3 SNPs.
 2. **Standardisation** (secret): f_j = alt_j / (2 n_j) from the exact QC counts
-   (reciprocal of n_j / N1), s̃_j = κ / sqrt(2 f_j (1 - f_j)) with the public
-   κ = 1 / sqrt(N1 M3).  X = (Z - 2f) s̃ is never formed: products use
+   and s̃_j = κ / sqrt(2 f_j (1 - f_j)) with the public κ = 1 / sqrt(N1 M3),
+   both from one inverse square root of [m_j^2, 2 a_j (m_j - a_j)]
+   (m = n / N1, a = alt / (2 N1): f = a / m, 1 / sqrt(2 f (1 - f)) =
+   m / sqrt(2 a (m - a))).  X = (Z - 2f) s̃ is never formed: products use
    ``X W = Z (s̃ ∘ W) - 1 ((2f s̃)ᵀ W)`` and ``Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q))``,
    so each costs one pass of masked genotype products (one round).
 3. **Subspace iteration**: Ω public standard normal / sqrt(M3) (seeded),
@@ -78,11 +80,16 @@ class Standardised:
         n1, m3 = self.Z.n_rows, self.Z.n_cols
         idx = np.flatnonzero(snp_mask)
         alt, miss = qc.alt[idx], qc.miss[idx]
-        n_norm, alt_norm = scale_public(ctx, [n1 - miss, alt], [1.0 / n1, 0.5 / n1])
-        freq = beaver.fmul(alt_norm, nonlinear.reciprocal(n_norm))          # alt / 2n in [0, 1]
-        var = beaver.fmul(freq * 2, 1 - freq)                                  # 2 f (1 - f)
+        # With n = N1 - miss, m = n / N1 and a = alt / (2 N1):  f = a / m and
+        # 1 / sqrt(2 f (1 - f)) = m / sqrt(2 a (m - a)), so one inverse square root
+        # of [m^2, 2 a (m - a)] (from exact integer products n^2, alt (2n - alt))
+        # gives both: 1/m and the scale.
+        n = n1 - miss
+        nn, aa = beaver.products(ctx, [("square", n, None), ("mul", alt, 2 * n - alt)])
+        m2, va, m, a = scale_public(ctx, [nn, aa, n, alt], [1.0 / n1 ** 2, 0.5 / n1 ** 2, 1.0 / n1, 0.5 / n1])
+        inv = nonlinear.inv_sqrt(concatenate([m2, va]))
+        freq, s = beaver.fixed_products(ctx, [("mul", a, inv[:m3]), ("mul", m, inv[m3:])])  # f; 1/sqrt(2f(1-f))
         kappa = 1.0 / math.sqrt(n1 * m3)
-        s = nonlinear.inv_sqrt(var)
         f = self.fmt.f
         self.s = scale_public(ctx, [s], [kappa], frac=f, bound_bits=self.fmt.k)[0]
         two_f = to_frac(freq * 2, f)
