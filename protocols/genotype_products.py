@@ -51,8 +51,9 @@ class GenotypeMatrix:
     def _used_blocks(self):
         return [b for b, c in enumerate(self.block_cols) if c.any()]
 
-    def z_times(self, W: SharedArray, frac: int, fmt: Params, plan=None) -> SharedArray:
-        """Z @ W for W of shape (n_cols, l); result (n_rows, l) at `frac` bits.
+    def z_times(self, W: SharedArray, frac, fmt: Params, plan=None) -> SharedArray:
+        """Z @ W for W of shape (n_cols, l); result (n_rows, l) at `frac` bits
+        (frac None: untruncated, at W.frac + self.frac).
 
         Per provider, one dealer correction for the sum over SNP blocks
         (beaver.start_matmul_sum); W is masked once for all (no opening when it
@@ -68,12 +69,14 @@ class GenotypeMatrix:
         pending = [beaver.MatmulSum(ctx, [(self._piece(b, p), W.select(rows)) for b, rows in selections], tup)
                    for p, tup in zip(self._providers(), tups)]
         parts = beaver.finish_all(ctx, pending)
-        return concatenate(self._to_frac(parts, frac, plans))
+        return concatenate(parts if frac is None else self._to_frac(parts, frac, plans))
 
-    def plan_z_times(self, spec_w, l: int, w_frac: int, frac: int, fmt: Params):
+    def plan_z_times(self, spec_w, l: int, w_frac: int, frac, fmt: Params):
         """The dealer requests of z_times for a W (n_cols, l) at w_frac bits that will
-        carry the mask spec_w: each provider's correction and the truncations."""
-        plans = self._plan_to_frac([(self.row_counts[p], l) for p in self._providers()], w_frac, frac, fmt)
+        carry the mask spec_w: each provider's correction and the truncations
+        (none with frac None: z_times then returns the untruncated sum)."""
+        plans = None if frac is None else self._plan_to_frac([(self.row_counts[p], l) for p in self._providers()],
+                                                               w_frac, frac, fmt)
         tups = [beaver.request_matmul_sum(self.ctx, [(self._piece(b, p).mask.spec, spec_w.select(rows))
                                                      for b, rows in self._w_selections()],
                                           (self.row_counts[p], l))

@@ -102,19 +102,20 @@ class Standardised:
         beaver.mask_many(ctx, [self.s_cols, self.two_f, self.g])
 
     def plan_times(self, spec_w, shape, then=None) -> dict:
-        """The dealer requests of times(W) — its scalings and the genotype pass
-        with the scaled W — for a W that will carry the mask spec_w: pass the
-        result to times().  ``then`` (called with a mask spec for X W, which
-        comes unmasked, and its shape) makes the requests of what follows."""
+        """The dealer requests of times(W) — its scalings, the genotype pass
+        with the scaled W, one truncation of Z (s̃ ∘ W) - 1 u — for a W that
+        will carry the mask spec_w: pass the result to times().  ``then``
+        (called with X W's mask spec and shape) makes the requests of what
+        follows."""
         ctx, fmt, f = self.ctx, self.fmt, self.fmt.f
         shape, bits = tuple(shape), fmt.k + f
         plans = (plan_truncation(ctx, shape, f, bits), plan_truncation(ctx, (1, shape[1]), f, bits))
         out_shape = (self.Z.n_rows, shape[1])
-        spec_out = beaver.new_mask_spec(ctx, out_shape)
+        plan_out = plan_truncation(ctx, out_shape, f, bits)      # X W: Z (s̃ ∘ W) - 1 u, truncated once
         return {"s": beaver.request_product(ctx, "mul", self.s_cols.mask.spec, spec_w, shape),
                 "u": beaver.request_product(ctx, "matmul", self.g.mask.spec, spec_w, (1, shape[1])),
-                "plans": plans, "pass": self.Z.plan_z_times(plans[0].spec, shape[1], f, f, fmt),
-                "spec_out": spec_out, "then": None if then is None else then(spec_out, out_shape),
+                "plans": plans, "pass": self.Z.plan_z_times(plans[0].spec, shape[1], f, None, fmt),
+                "out": plan_out, "then": None if then is None else then(plan_out.spec, out_shape),
                 "ahead": then is not None}
 
     def times(self, W: SharedArray, plan=None):
@@ -128,8 +129,9 @@ class Standardised:
         sW, u = truncate_many(ctx, [beaver.combine(ctx, "mul", self.s_cols, W, plan["s"]),
                                     beaver.combine(ctx, "matmul", self.g, W, plan["u"])], [0, 0],
                               plans=list(plan["plans"]))
-        zw = self.Z.z_times(sW, f, fmt, plan=plan["pass"])
-        out = zw - broadcast(u, (zw.shape[0], l))
+        zw = self.Z.z_times(sW, None, fmt, plan=plan["pass"])           # frac 2f, untruncated
+        out = zw - broadcast(u.rescale_exact(2 * f), (zw.shape[0], l))
+        out = truncate_many(ctx, [out], [0], plans=[plan["out"]])[0]      # comes masked: no opening for Q's G
         return (out, plan["then"]) if plan["ahead"] else out
 
     def times_public(self, omega: np.ndarray) -> SharedArray:
