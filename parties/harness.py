@@ -21,8 +21,6 @@ import threading
 import time
 import traceback
 
-import numpy as np
-
 from mpc.context import node_name
 from mpc.errors import PeerAborted
 from mpc.net.channel import InProcessHub

@@ -60,7 +60,7 @@ from mpc.linalg import broadcast, wide
 from mpc.reveal import output, reveal
 from mpc.shared import Mask, SharedArray, concatenate
 from mpc.triples import MaskSpec, batched_matmul
-from mpc.truncate import truncate_many
+from mpc.truncate import plan_truncation, truncate_many
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
 from protocols.reference import CollinearityError, SeparationError
@@ -148,34 +148,60 @@ def products(ctx, items) -> list:
 
 # ============================================================ fixed-point plumbing
 
-def _trunc(ctx, items) -> list:
+def _trunc_bits(ctx, x_frac: int, bound: float) -> int:
+    """Truncation input bits for |x| < 2^bound at x_frac fractional bits, checked
+    against the statistical masking budget."""
+    limit = 125 - ctx.params.sigma
+    bits = math.ceil(bound) + x_frac + 1
+    if bits > limit:
+        raise ValueError(f"internal: a truncation of a value below 2^{bound:.1f} at {x_frac} fractional "
+                         f"bits needs {bits} bits, over the masking budget of {limit}")
+    return bits
+
+
+def _trunc(ctx, items, plans=None) -> list:
     """[(x, frac, bound)] -> each x at `frac` fractional bits, in one round.
 
     `bound` is log2 of a bound on |x| that holds for every input; it sets the
     truncation mask width (bits = bound + x.frac + 1), which must fit the
-    statistical masking budget.  Going up in frac is exact and free."""
+    statistical masking budget.  Going up in frac is exact and free.  `plans`
+    are pairs requested earlier (see _fixed), one per item or None."""
     out, todo = [None] * len(items), []
-    limit = 125 - ctx.params.sigma
-    for i, (x, frac, bound) in enumerate(items):
+    plans = [None] * len(items) if plans is None else plans
+    for i, ((x, frac, bound), plan) in enumerate(zip(items, plans)):
         if x.frac <= frac:
             out[i] = x if x.frac == frac else x.rescale_exact(frac)
             continue
-        bits = math.ceil(bound) + x.frac + 1
-        if bits > limit:
-            raise ValueError(f"internal: a truncation of a value below 2^{bound:.1f} at {x.frac} fractional "
-                             f"bits needs {bits} bits, over the masking budget of {limit}")
-        todo.append((i, x, x.frac - frac, bits))
+        todo.append((i, x, x.frac - frac, _trunc_bits(ctx, x.frac, bound), plan))
     if todo:
-        res = truncate_many(ctx, [t[1] for t in todo], [t[2] for t in todo], [t[3] for t in todo])
-        for (i, _, _, _), r in zip(todo, res):
+        res = truncate_many(ctx, [t[1] for t in todo], [t[2] for t in todo], [t[3] for t in todo],
+                            plans=[t[4] for t in todo])
+        for (i, *_), r in zip(todo, res):
             out[i] = r
     return out
 
 
+def _product_shape_frac(op, x, y):
+    if op == "square":
+        return x.shape, 2 * x.frac
+    if op == "matmul":
+        return (x.shape[0], y.shape[1]), x.frac + y.frac
+    if op == "bmatmul":
+        return (x.shape[0], x.shape[1], y.shape[2]), x.frac + y.frac
+    return x.shape, x.frac + y.frac
+
+
 def _fixed(ctx, items, outs) -> list:
-    """Products (one round) then truncations (one round); outs[i] = (frac, bound)."""
+    """Products (one round) then truncations (one round); outs[i] = (frac, bound).
+    The truncation pairs are requested with the products, so the truncation
+    does not wait a round trip for the dealer."""
+    plans = []
+    for (op, x, y), (frac, bound) in zip(items, outs):
+        shape, pfrac = _product_shape_frac(op, x, y)
+        plans.append(plan_truncation(ctx, shape, pfrac - frac, _trunc_bits(ctx, pfrac, bound))
+                     if pfrac > frac else None)
     raw = products(ctx, items)
-    return _trunc(ctx, [(r, f, b) for r, (f, b) in zip(raw, outs)])
+    return _trunc(ctx, [(r, f, b) for r, (f, b) in zip(raw, outs)], plans)
 
 
 def _public(ctx, values, frac) -> SharedArray:

@@ -53,9 +53,9 @@ def _print_run(title, summary, wall, t_submit, baseline, usage):
     print(f"\n=== {title}")
     print(f"submission (3 sites): {t_submit:.1f} s")
     print(f"analysis wall time:   {wall:.2f} s   (plaintext baseline {baseline:.3f} s)")
-    print(f"{'phase':<16}{'seconds':>9}{'rounds':>9}{'MB sent':>10}")
+    print(f"{'phase':<16}{'seconds':>9}{'rounds':>9}{'hops':>7}{'MB sent':>10}")
     for phase, p in summary["phases"].items():
-        print(f"{phase:<16}{p['seconds']:>9.2f}{p['rounds']:>9}{p['bytes_sent'] / 1e6:>10.1f}")
+        print(f"{phase:<16}{p['seconds']:>9.2f}{p['rounds']:>9}{p.get('hops', 0):>7}{p['bytes_sent'] / 1e6:>10.1f}")
     print("bytes sent per node: " + ", ".join(f"{n} {b / 1e6:.1f} MB"
                                               for n, b in summary["traffic_bytes_sent"].items()))
     before, after = usage

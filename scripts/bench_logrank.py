@@ -133,9 +133,9 @@ def main(argv=None) -> int:
         study.close()
 
     print(f"\nsecure logrank{' + Kaplan-Meier' if km else ''}: wall {wall:.2f} s (job {summary['seconds']:.2f} s)")
-    print(f"{'phase':>16} {'seconds':>9} {'rounds':>7} {'MB sent':>9}")
+    print(f"{'phase':>16} {'seconds':>9} {'rounds':>7} {'hops':>6} {'MB sent':>9}")
     for name, p in summary["phases"].items():
-        print(f"{name:>16} {p['seconds']:9.2f} {p['rounds']:7d} {p['bytes_sent'] / 1e6:9.1f}")
+        print(f"{name:>16} {p['seconds']:9.2f} {p['rounds']:7d} {p.get('hops', 0):6d} {p['bytes_sent'] / 1e6:9.1f}")
     total_rounds = sum(p["rounds"] for p in summary["phases"].values())
     print(f"{'total':>16} {sum(p['seconds'] for p in summary['phases'].values()):9.2f} {total_rounds:7d} "
           f"{sum(p['bytes_sent'] for p in summary['phases'].values()) / 1e6:9.1f}")

@@ -24,7 +24,6 @@ also lets the analyst see the sample keep mask and the PCs) with
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np

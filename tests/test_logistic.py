@@ -36,7 +36,6 @@ import threading
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from mpc import field
 from parties.cohort import StoredCohort
@@ -329,11 +328,12 @@ def test_every_truncation_input_is_within_its_bound(monkeypatch, breast_cancer):
     real = lp.truncate_many
     seen, lock = {}, threading.Lock()
 
-    def recording(ctx, xs, shifts, bits=None):
+    def recording(ctx, xs, shifts, bits=None, plans=None):
         xs = list(xs)
+        declared = [p.bits if p is not None else b for p, b in zip(plans or [None] * len(xs), bits)]
         with lock:
-            seen.setdefault(ctx.index, []).append([(x.share.copy(), b) for x, b in zip(xs, bits)])
-        return real(ctx, xs, shifts, bits)
+            seen.setdefault(ctx.index, []).append([(x.share.copy(), b) for x, b in zip(xs, declared)])
+        return real(ctx, xs, shifts, bits, plans=plans)
 
     monkeypatch.setattr(lp, "truncate_many", recording)
     X, y, names = breast_cancer
