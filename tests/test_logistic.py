@@ -169,7 +169,10 @@ def test_bad_columns_and_labels(breast_cancer):
     # ... but with a penalty the constant column is fitted (coefficient 0, as the reference)
     ref = R.logistic_fit(constant, y, l2=2.0)
     c, _, _ = secure_fit(constant, y, sub, l2=2.0)
-    assert np.max(np.abs(c.beta - ref.beta)) < 1e-4 and abs(c.beta[2]) < 1e-6
+    # Unstandardised features: the intercept is 19.3, and the fixed-point error is
+    # relative to a coefficient's size (measured up to 1.3e-5 of max(1, |beta|) over
+    # 30 runs; an absolute 1e-4 failed about one run in ten).
+    assert np.all(np.abs(c.beta - ref.beta) < 5e-5 * np.maximum(1.0, np.abs(ref.beta))) and abs(c.beta[2]) < 1e-6
     assert np.max(np.abs(c.se / ref.se - 1)) < 1e-4
     collinear = base.copy()
     collinear[:, 3] = collinear[:, 0] * 2.0 - collinear[:, 2] / 100.0
