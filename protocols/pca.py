@@ -10,8 +10,10 @@ with site-mean imputation).  Protocol:
    both from one inverse square root of [m_j^2, 2 a_j (m_j - a_j)]
    (m = n / N1, a = alt / (2 N1): f = a / m, 1 / sqrt(2 f (1 - f)) =
    m / sqrt(2 a (m - a))).  X = (Z - 2f) s̃ is never formed: products use
-   ``X W = Z (s̃ ∘ W) - 1 ((2f s̃)ᵀ W)`` and ``Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q))``,
-   so each costs one pass of masked genotype products (one round).
+   ``X W = Z (s̃ ∘ W) - 1 ((2f s̃)ᵀ W)`` (2 rounds: the scalings, one
+   truncation after the pass) and ``Xᵀ Q = s̃ ∘ (Zᵀ Q - 2f (1ᵀ Q))`` (3
+   rounds: 1ᵀ Q opened during the pass, two truncations), one pass of masked
+   genotype products each.
 3. **Subspace iteration**: Ω public standard normal / sqrt(M3) (seeded),
    Q = orth(X Ω); ``iters`` times Q = orth(X orth(Xᵀ Q)) (mpc.linalg.orth,
    Newton–Schulz with the public eigenvalue bound 1, since ||X||_F^2 ~ 1).
@@ -24,6 +26,11 @@ with site-mean imputation).  Protocol:
    U = I[:, :k]; ``eig_iters`` times U = orth(S U) with reference.ns_steps_eig
    fast steps (11 at N1 = 1000, 17 at 100 000), the last finished exactly.  PCs = Q U
    (N1 x k), orthonormal.
+
+Latency: every step's dealer requests are made one step ahead, from the mask
+specs of values that do not exist yet (plan_t_times, plan_times,
+mpc.linalg.plan_orth): a Newton–Schulz step costs 2 one-way latencies, the
+whole PCA about 1.04 hops per round.
 
 Nothing is revealed: the PCs feed the association test as shares.
 Working format: mpc.linalg.wide (36 fractional bits with sigma = 40).

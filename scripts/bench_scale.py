@@ -127,7 +127,8 @@ def run_size(n, m, work: Path, block_snps: int, options: dict):
     for phase, p in summary["phases"].items():
         peaks = by_phase.get(phase, {})
         nodes = [v for k, v in peaks.items() if k.startswith("node")]
-        print(f"  {phase:<12}{p['seconds']:>9.1f} s{p['rounds']:>8} rounds{p['bytes_sent'] / 1e6:>10.1f} MB"
+        print(f"  {phase:<12}{p['seconds']:>9.1f} s{p['rounds']:>8} rounds{p.get('hops', 0):>6} hops"
+              f"{p['bytes_sent'] / 1e6:>10.1f} MB"
               f"   node RSS peak {max(nodes, default=float('nan')):.0f} MiB")
     print("  bytes sent per node: " + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in summary["traffic_bytes_sent"].items()))
     print("  CPU s / peak MiB during the analysis: " + ", ".join(
