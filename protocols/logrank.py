@@ -92,6 +92,7 @@ from mpc import beaver, compare, field, nonlinear
 from mpc.errors import InputError, PolicyError
 from mpc.reveal import ANALYST, output
 from mpc.shared import SharedArray, concatenate
+from mpc.truncate import plan_rescale, rescale_many
 
 POLICY = {"logrank.test": ("analyst",)}
 """What a new study allows: the test only."""
@@ -128,15 +129,22 @@ def _max_compare_bits(ctx) -> int:
     return 126 - ctx.params.sigma - max(1, math.ceil(math.log2(ctx.n))) - 1
 
 
-def _refrac(ctx, items) -> list:
+def _refrac(ctx, items, plans=None) -> list:
     """Re-encode each x with another number of fractional bits; one round.
 
     items: (x, frac, log2_bound) with |value of x| <= 2^log2_bound.  Going
     down truncates (the bound sets the truncation's masking width, checked
-    against the budget); going up is exact and local."""
-    from mpc.truncate import rescale_many
+    against the budget); going up is exact and local.  `plans` (_plan_refrac,
+    one per item) are pairs requested before the products that made the x."""
+    return rescale_many(ctx, [(x, x.frac - frac, int(log2_bound) + x.frac + 2) for x, frac, log2_bound in items],
+                        plans)
 
-    return rescale_many(ctx, [(x, x.frac - frac, int(log2_bound) + x.frac + 2) for x, frac, log2_bound in items])
+
+def _plan_refrac(ctx, shape, x_frac: int, frac: int, log2_bound) -> object:
+    """The pair of a future _refrac item (an x of this shape at x_frac bits),
+    requested now: with the product round that makes x, so its truncation
+    does not wait a round trip for the dealer."""
+    return plan_rescale(ctx, tuple(shape), x_frac - frac, int(log2_bound) + x_frac + 2)
 
 
 def _at_frac(x: SharedArray, frac: int) -> SharedArray:
@@ -177,9 +185,10 @@ def refined_reciprocal(ctx, x: SharedArray, log2_max: int, out_frac: int, side_p
     res = beaver.products(ctx, [("mul", x, R)] + list(side_p))
     P, side_p_out = res[0], res[1:]
     e = 1 - P                                                   # exact: -eps
+    plan = _plan_refrac(ctx, R.shape, R.frac + e.frac, out_frac, log2_max - 26)
     res = beaver.products(ctx, [("mul", R, e)] + (list(side_q(side_p_out)) if side_q else []))
     Q, side_q_out = res[0], res[1:]
-    Q = _refrac(ctx, [(Q, out_frac, log2_max - 26)])[0]
+    Q = _refrac(ctx, [(Q, out_frac, log2_max - 26)], [plan])[0]
     return R.rescale_exact(out_frac) + Q, side_p_out, side_q_out
 
 
@@ -200,8 +209,9 @@ def prefix_product(ctx, x: SharedArray, log2_bound: int = 1) -> SharedArray:
         partner = ((upper >> (s + 1)) << (s + 1)) + (1 << s) - 1
         a = _sa(ctx, share[..., upper, :], x.frac)
         b = _sa(ctx, share[..., partner, :], x.frac)
+        plan = _plan_refrac(ctx, a.shape, 2 * x.frac, x.frac, log2_bound)
         prod = beaver.products(ctx, [("mul", a, b)])[0]
-        share[..., upper, :] = _refrac(ctx, [(prod, x.frac, log2_bound)])[0].share
+        share[..., upper, :] = _refrac(ctx, [(prod, x.frac, log2_bound)], [plan])[0].share
         s += 1
     return _sa(ctx, share, x.frac)
 
