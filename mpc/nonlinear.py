@@ -225,7 +225,7 @@ def _product_tree(factors):
 
 # ------------------------------------------------------------ polynomial evaluation
 
-def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=None, sides=()):
+def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=None, sides=(), square=None):
     """p_k(s) = sum_i c_ki s^i for |s| <= 1 + 2^-9, sharing the powers of s.
 
     s has frac F (_internal_frac).  With d the degree, D = ceil(log2(d + 1))
@@ -277,8 +277,11 @@ def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=
         last = level == D - 1
         # every truncation pair of the level (and q1's, at the last) before its product round
         plans = _plans(ctx, [(n, F, power_bits)] * len(targets) + (q1_specs if last else []))
-        raw = _products(ctx, [("square", powers[half], None) if p == 2 * half else
-                              ("mul", powers[half], powers[p - half]) for p in targets], sides)
+        if level == 1 and square is not None:        # s^2 asked for ahead, s masked: no round
+            raw = [beaver.combine(ctx, "square", s, None, square)]   # (sides ride the next product round)
+        else:
+            raw = _products(ctx, [("square", powers[half], None) if p == 2 * half else
+                                  ("mul", powers[half], powers[p - half]) for p in targets], sides)
         items = [(r, F, power_bits) for r in raw]
         if merged and last:                                              # step 2 (merged)
             items += [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets]
@@ -342,7 +345,7 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
     4. m rounded to F bits (one round).  Where x = 0 (or x < 0 in "pos"
        mode) m is set to 0.5 so that s stays in [-1, 1].
 
-    Returns (s, lead, round-B results, S, sign)."""
+    Returns (s, lead, round-B results, S, sign, the pending s^2 for _poly)."""
     params = ctx.params
     k = params.k
     K = k - 1
@@ -359,6 +362,7 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
         items.append(("mul", nz, sign))
     items += list(out_products(lead, sign, S))
     m_plan = _plans(ctx, [((n,), K - F, K + 2)])
+    square = beaver.request_product(ctx, "square", m_plan[0].spec.scaled(4), None, (n,))
     res = _products(ctx, items)                                                                # step 3
     m_int = res[0]
     if mode == "pos":
@@ -368,8 +372,9 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
     # zero (or excluded) inputs: m = 0.5
     m_int = field.add(m_int.share, field.mul_pow2(_lin(ctx, [(-1, nz.share)], 1, n), K - 1))
     m = _trunc(ctx, [(_sa(ctx, m_int, K), K - F, K + 2)], m_plan)[0]                           # step 4
-    s_share = _lin(ctx, [(4, m.share)], -3 << F, n)
-    return _sa(ctx, s_share, F), lead, rest, S, nz
+    # s = 4m - 3 keeps m's mask (a truncation's output): the polynomial's products of
+    # s open nothing, and s^2's correction was asked for with m's truncation pair.
+    return m * 4 - 3.0, lead, rest, S, nz, square
 
 
 # ------------------------------------------------------------ reciprocal and divide
@@ -400,9 +405,9 @@ def reciprocal(x: SharedArray) -> SharedArray:
     K = params.k - 1
     fo = params.f
     X = _flat(x)
-    s, lead, (S_sgn,), S, nz = _normalise(ctx, X, [], "abs",
-                                          lambda lead, sign, S: [("mul", S, sign)])
-    R = _poly(ctx, s, [_RECIPROCAL], fo, 2.0 + 2.0 ** -20)[0]
+    s, lead, (S_sgn,), S, nz, square = _normalise(ctx, X, [], "abs",
+                                                  lambda lead, sign, S: [("mul", S, sign)])
+    R = _poly(ctx, s, [_RECIPROCAL], fo, 2.0 + 2.0 ** -20, square=square)[0]
     Y = _mul_trunc(ctx, [("mul", R, S_sgn)], [(K - x.frac, _unit_bits(params))])[0]
     return _sa(ctx, Y.share.reshape(x.shape + (field.LIMBS,)), fo)
 
@@ -586,15 +591,16 @@ def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True)
         return items
 
     X = _flat(x)
-    s, lead, outs, S, nz = _normalise(ctx, X, [p[1] for p in plans], "pos", out_products)
+    s, lead, outs, S, nz, square = _normalise(ctx, X, [p[1] for p in plans], "pos", out_products)
     # zero the output scales for x < 0: rides along in the polynomial's first product round
     keep = 1 - _sa(ctx, lead.negative)
     zeroed = _Side((lambda: (yield [("mul", so, keep) for so in outs]))())
     polys = {"sqrt": _SQRT, "inv_sqrt": _INV_SQRT}
     if len({p[2] for p in plans}) == 1:
-        vals = _poly(ctx, s, [polys[p[0]] for p in plans], plans[0][2], 1.5, sides=[zeroed])
+        vals = _poly(ctx, s, [polys[p[0]] for p in plans], plans[0][2], 1.5, sides=[zeroed], square=square)
     else:
-        vals = [_poly(ctx, s, [polys[nm]], F2, 1.5, sides=[zeroed])[0] for nm, _, F2, _, _ in plans]
+        vals = [_poly(ctx, s, [polys[nm]], F2, 1.5, sides=[zeroed], square=square if i == 0 else None)[0]
+                for i, (nm, _, F2, _, _) in enumerate(plans)]
     scales = zeroed.value if zeroed.done else zeroed.finish(ctx)
     done = _mul_trunc(ctx, [("mul", v, so) for v, so in zip(vals, scales)],
                       [(shift, bits) for (_, _, _, shift, bits) in plans])
@@ -665,12 +671,12 @@ def log(x: SharedArray) -> SharedArray:
         L_raw = _lin(ctx, [(K, lead.nonzero()), (-1, lead.value(0))], 0, lead.n)
         return [("mul", _sa(ctx, L_raw), sign)]
 
-    s, lead, (L_pos,), S, nz_pos = _normalise(ctx, X, [], "pos", out_products)
+    s, lead, (L_pos,), S, nz_pos, square = _normalise(ctx, X, [], "pos", out_products)
     # exponent: L for x > 0, 1 where m was set to 0.5 (so log = ln(0.5) + (1 - fx) ln 2)
     L_eff = _lin(ctx, [(1, L_pos.share), (-1, nz_pos.share)], 1, n)
     max_abs = max(fx, K - fx) * math.log(2) + 1.0
     extra = lambda G: _lin(ctx, [(_enc(math.log(2), G), L_eff)], -fx * _enc(math.log(2), G), n)  # noqa: E731
-    y = _poly(ctx, s, [_LOG], fo, max_abs, extra=extra)[0]
+    y = _poly(ctx, s, [_LOG], fo, max_abs, extra=extra, square=square)[0]
     return _sa(ctx, y.share.reshape(x.shape + (field.LIMBS,)), fo)
 
 
