@@ -22,6 +22,7 @@ and how the dealer computes them from the request.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, replace
 
 import msgpack
@@ -568,10 +569,20 @@ class DealerEngine:
         return out
 
     def serve(self, channel, last_node: str, private_seed: bytes) -> None:
-        """Answer node n-1's requests until it says the job is done."""
+        """Answer node n-1's requests until it says the job is done.
+
+        Heavy requests (the genotype passes' matmul sums, which stream whole
+        blocked matrices) wait while newer light ones are answered: the nodes
+        make them steps ahead (protocols.pca), and the small corrections of
+        the steps in between are on the critical path.  A heavy one is worked
+        on whenever no request is waiting, so it is ready when needed."""
         self.private_seed = private_seed
         prg = _PrivateRandom(private_seed)
+        heavy = collections.deque()
         while True:
+            if heavy and not channel.pending(last_node, "req"):
+                self._answer(channel, last_node, [heavy.popleft()], prg)
+                continue
             raw = channel.recv(last_node, "req", dtype="u8", count_round=False)
             try:
                 msg = msgpack.unpackb(raw.tobytes(), raw=False, strict_map_key=True)
@@ -582,19 +593,22 @@ class DealerEngine:
             if msg.get("done"):
                 return
             reqs = msg.get("reqs")
-            if not isinstance(reqs, list):
+            if not isinstance(reqs, list) or not all(isinstance(r, dict) for r in reqs):
                 raise ProtocolError(f"dealer: malformed request from {last_node}")
-            batch = []
-            for req in reqs:
-                if not isinstance(req, dict):
-                    raise ProtocolError(f"dealer: malformed request from {last_node}")
-                batch += self.corrections(req, prg)
-            small = [item for item in batch if item[1].nbytes <= BATCH_BYTES]
-            if small:
-                channel.send_batch(last_node, small)     # one message for the small corrections
-            for tag, value, is_field in batch:
-                if value.nbytes > BATCH_BYTES:
-                    channel.send(last_node, tag, value, is_field=is_field)
+            heavy.extend(r for r in reqs if r.get("op") == "matmul_sum")
+            self._answer(channel, last_node, [r for r in reqs if r.get("op") != "matmul_sum"], prg)
+
+    def _answer(self, channel, last_node: str, reqs, prg) -> None:
+        """Compute and send the corrections of `reqs`: the small ones in one message."""
+        batch = []
+        for req in reqs:
+            batch += self.corrections(req, prg)
+        small = [item for item in batch if item[1].nbytes <= BATCH_BYTES]
+        if small:
+            channel.send_batch(last_node, small)     # one message for the small corrections
+        for tag, value, is_field in batch:
+            if value.nbytes > BATCH_BYTES:
+                channel.send(last_node, tag, value, is_field=is_field)
 
 
 # ============================================================ comparison tuples

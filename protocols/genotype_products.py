@@ -64,6 +64,7 @@ class GenotypeMatrix:
             spec = W.mask.spec if W.mask is not None else beaver.fresh_mask_spec(ctx, W)
             plan = self.plan_z_times(spec, W.shape[1], W.frac, frac, fmt)
             beaver.mask_many(ctx, [W], specs=[spec])
+            ctx.tuples.flush()                   # the dealer starts while the nodes read blocks
         tups, plans = plan
         selections = self._w_selections()
         pending = [beaver.MatmulSum(ctx, [(self._piece(b, p), W.select(rows)) for b, rows in selections], tup)

@@ -184,6 +184,15 @@ class Channel(ABC):
             self.stats.now.rounds += 1
         return array
 
+    def pending(self, peer: str, tag: str) -> bool:
+        """Whether a message with `tag` from `peer` has already arrived (never blocks)."""
+        self._check_peer(peer)
+        self._poll_nowait(peer)
+        return any(h.tag == tag for h, _ in self._inbox[peer])
+
+    def _poll_nowait(self, peer: str) -> None:
+        """Move whatever has arrived from `peer` into its inbox without waiting."""
+
     def exchange(self, peers, tag: str, arrays, *, dtype: str | None = None, shape=None) -> dict:
         """Send to each peer (one array for all, or a dict per peer), then
         receive one array from each: one round."""
@@ -279,6 +288,15 @@ class InProcessChannel(Channel):
 
     def _send_frames(self, peer, msg_frames):
         self.hub.queues[(self.me, peer)].put([bytes(f) for f in msg_frames])
+
+    def _poll_nowait(self, peer):
+        q = self.hub.queues[(peer, self.me)]
+        while True:
+            try:
+                msg = q.get_nowait()
+            except queue.Empty:
+                return
+            self._deliver(peer, msg)
 
     def _pump(self, peer, tag):
         try:

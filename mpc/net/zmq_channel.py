@@ -352,6 +352,9 @@ class ZmqChannel(Channel):
                 elif event == zmq.EVENT_CONNECTED:
                     self._lost.pop(peer, None)
 
+    def _poll_nowait(self, peer):
+        self._drain()
+
     def _pump(self, peer, tag):
         queued = len(self._inbox[peer])  # return once one more message is there
         while True:
