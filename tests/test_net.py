@@ -11,7 +11,8 @@ What is checked:
   the step; traffic is counted per phase (bytes, messages, rounds); an abort
   reaches the peers as PeerAborted; a silent peer is a PeerTimeout naming it;
   the hop clock counts the one-way latencies of the longest causal chain
-  (an exchange is one hop, a relay two, a stale message none);
+  (an exchange is one hop, a relay two, a stale message none); `pending`
+  looks at what has arrived without blocking;
 - ZeroMQ: arrays of every size cross CurveZMQ links intact; a key that is not
   in the KeyRing is refused and the refusal is logged; a registered key cannot
   speak under another party's name; heartbeats keep a slow peer alive, their
@@ -451,6 +452,28 @@ def test_zmq_exchange_three_parties(world_factory):
         for peer, arr in got.items():
             np.testing.assert_array_equal(arr, values[peer])
         assert w.channels[me].stats.phases["open"].rounds == 1
+
+
+@pytest.mark.parametrize("kind", ["inprocess", "zmq"])
+def test_pending_looks_without_waiting(kind, world_factory, hub):
+    """Channel.pending (the dealer's check for waiting requests) never blocks and
+    sees only what has arrived, with the asked-for tag."""
+    if kind == "zmq":
+        w = world_factory(["node0", "node1"])
+        a, b = w.channels["node0"], w.channels["node1"]
+    else:
+        a, b = hub.channel("node0"), hub.channel("node1")
+    start = time.monotonic()
+    assert not b.pending("node0", "req")
+    assert time.monotonic() - start < 0.5
+    a.send("node1", "other", np.arange(2, dtype=np.int64))
+    a.send("node1", "req", np.arange(3, dtype=np.int64))
+    deadline = time.monotonic() + 5
+    while not b.pending("node0", "req"):
+        assert time.monotonic() < deadline, "the message never showed as pending"
+        time.sleep(0.01)
+    np.testing.assert_array_equal(b.recv("node0", "req", any_order=True), [0, 1, 2])
+    assert not b.pending("node0", "req") and b.pending("node0", "other")
 
 
 def test_zmq_any_order_wait_does_not_spin(world_factory):
