@@ -155,7 +155,10 @@ class ServiceClient:
         # A routing id no other party can guess (see the module docstring).
         self.routing_id = f"{me}.{secrets.token_hex(8)}"
         self.sock = make_client(context, endpoint, self.routing_id, keys, server_key, linger=2000)
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        # An address of its own: pyzmq's default (from the socket's file descriptor)
+        # collides when a closed client's monitor endpoint is not yet released.
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED,
+                                                     addr=f"inproc://monitor.{self.routing_id}")
         self._lost = None
 
     def send(self, cmd: dict, array: np.ndarray | None = None, is_field: bool = True) -> None:

@@ -204,7 +204,10 @@ class ZmqChannel(Channel):
         # fails after disconnect_grace seconds without a message (time for data
         # still in flight), instead of after the full timeout.
         self.disconnect_grace = min(disconnect_grace, timeout)
-        self._monitors = {name: sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        # Monitor endpoints of their own: pyzmq's default (from the socket's file
+        # descriptor) collides when a closed socket's monitor is not yet released.
+        self._monitors = {name: sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED,
+                                                        addr=f"inproc://monitor.{me}.{name}.{secrets.token_hex(8)}")
                           for name, sock in self.dealers.items()}
         self._lost = {}
         now = time.monotonic()
