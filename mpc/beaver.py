@@ -319,6 +319,19 @@ def mul_many(ctx, pairs) -> list:
     return products(ctx, [("mul", x, y) for x, y in pairs])
 
 
+def product_shape(op: str, x: SharedArray, y: SharedArray | None) -> tuple:
+    """(shape, frac) of a product item's result, before any truncation: for
+    planning its truncation before the product exists.  "bmatmul" is a batch
+    of matrix products (protocols.logistic)."""
+    if op == "square":
+        return x.shape, 2 * x.frac
+    if op == "matmul":
+        return (x.shape[0], y.shape[1]), x.frac + y.frac
+    if op == "bmatmul":
+        return (x.shape[0], x.shape[1], y.shape[2]), x.frac + y.frac
+    return x.shape, x.frac + y.frac
+
+
 def fixed_products(ctx, items, frac: int | None = None, fmt=None) -> list:
     """Products followed by truncation back to `frac` fractional bits: two
     rounds for the whole batch.
@@ -338,8 +351,8 @@ def fixed_products(ctx, items, frac: int | None = None, fmt=None) -> list:
     # answered while the products' operands are opened or combined).
     plans = []
     for op, x, y in items:
-        shape = x.shape if op != "matmul" else (x.shape[0], y.shape[1])
-        m = (2 * x.frac if op == "square" else x.frac + y.frac) - frac
+        shape, pfrac = product_shape(op, x, y)
+        m = pfrac - frac
         plans.append(plan_truncation(ctx, shape, m, fmt.k - fmt.f + frac + m) if m > 0 else None)
     raw = products(ctx, items)
     return truncate_many(ctx, raw, [z.frac - frac for z in raw], plans=plans)

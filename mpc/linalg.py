@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from mpc import beaver, field, nonlinear
+from mpc import beaver
 from mpc.params import P, Params
 from mpc.shared import SharedArray
 from mpc.truncate import plan_truncation, truncate, truncate_many
@@ -195,27 +195,6 @@ class _NewtonSchulz:
         raise AssertionError("unreachable")
 
 
-def _newton_schulz(ctx, Yk: SharedArray, Zk: SharedArray, iters: int, fmt: Params):
-    """The standard coupled iteration from any Yk, Zk (the trace-normalised orth)."""
-    f, l = fmt.f, Yk.shape[0]
-    if iters <= 0:
-        return Yk, Zk
-    beaver.mask_many(ctx, [Yk, Zk])
-    bits = fmt.k + f
-    req = _ns_requests(ctx, Yk.mask.spec, Zk.mask.spec, l, f, bits, False)
-    for it in range(iters):
-        if it + 1 < iters:
-            ahead = _ns_requests(ctx, req["plan_y"].spec, req["plan_z"].spec, l, f, bits, False)
-        zy = truncate_many(ctx, [beaver.combine(ctx, "matmul", Zk, Yk, req["zy"])], [0], plans=[req["plan_zy"]])[0]
-        T = 1.5 * np.eye(l) - zy.with_frac(f)
-        Yk, Zk = truncate_many(ctx, [beaver.combine(ctx, "matmul", Yk, T, req["y"]),
-                                     beaver.combine(ctx, "matmul", T, Zk, req["z"])], [0, 0],
-                               plans=[req["plan_y"], req["plan_z"]])
-        if it + 1 < iters:
-            req = ahead
-    return Yk, Zk
-
-
 def bound_exponent(bound: float) -> int:
     """e with 4^e the power of four at or above `bound`: orth normalises by 4^e
     (exact shifts) instead of `bound` itself."""
@@ -277,7 +256,7 @@ def plan_orth(ctx, spec_y, shape, ns_iters: int, fmt: Params | None = None, *, b
     return OrthPlan(ctx, spec_y, shape, ns_schedule(fast, ns_iters), fmt, float(bound), ridge, ahead)
 
 
-def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
+def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None, *,
          bound: float | None = None, ridge: float | None = None, with_root: bool = False,
          fast: int = 0, ahead=None, plan: OrthPlan | None = None):
     """Löwdin orthonormalisation Q = Y (YᵀY)^(-1/2), columns orthonormal.
@@ -292,25 +271,25 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
         2.25^-(ns_iters - 6) (1e-7 for 24).
     fmt : Params, optional
         Working format (default ``wide(params)``).
-    bound : float, optional
+    bound : float
         A public bound on the eigenvalues of YᵀY (under 3 times the largest):
-        normalise by 4^e, the power of four at or above it (exact shifts),
-        instead of the secret trace, which spares the inverse square root
-        (~28 rounds) when the caller knows the scale of Y.
+        normalise by 4^e, the power of four at or above it (exact shifts).
+        Required unless `plan` is given: every caller knows the scale of its Y
+        (normalising by the secret trace would cost an inverse square root).
     ridge : float, optional
         Add ridge * I to the normalised Gram matrix: null directions of a
         rank-deficient Y then converge to 1/sqrt(ridge) instead of growing as
         1.5^ns_iters past the format (use >= 2^-22 with the wide format).
     with_root : bool
-        Also return W = (YᵀY + c ridge I)^(-1/2) (c = 4^e or the trace),
+        Also return W = (YᵀY + 4^e ridge I)^(-1/2),
         whose size shows how close to rank-deficient Y is.
     fast : int
-        Fast steps (FAST_A) before the standard ones (with a bound only):
+        Fast steps (FAST_A) before the standard ones:
         they grow small eigenvalues 4x per step instead of 2.25x.  With
         ns_iters = 0 the result keeps the span of Y, orthonormal only up to
         singular values in [0.89, 1.09] once every direction reached the band.
     ahead : callable, optional
-        With a bound: called with Q's mask spec during the last step, to make
+        Called with Q's mask spec during the last step, to make
         the dealer requests of the caller's next step; its result is
         returned after Q (and W).
     plan : OrthPlan, optional
@@ -324,44 +303,27 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None,
 
     1. G = YᵀY (one Beaver round unless Y is masked; Y keeps its mask for step 5),
        truncated.
-    2. With a bound: A = G / 4^e (the same truncation); without: c =
-       1/sqrt(trace G) (mpc.nonlinear.inv_sqrt), A = c^2 G.  A's eigenvalues
-       lie in (0, 1] (up to 3).
+    2. A = G / 4^e (the same truncation): eigenvalues in (0, 1] (up to 3).
     3. Yk = A, Zk = I; `fast` fast then ns_iters standard steps: T = 2I - Zk Yk
        or 3/2 I - Zk Yk / 2 (one product, truncated), then Yk = Yk T and
        Zk = T Zk (one batch): 2 rounds, the two truncation openings
        (truncated values come masked, and T keeps the mask of Zk Yk, so the
        products open nothing); the first step is 1 round (Z0 = I).
-    4. W = Zk / 2^e, or c Zk: (YᵀY)^(-1/2).
-    5. Q = Y W: with a bound, Y Zk truncated by f + e (no opening).
+    4. W = Zk / 2^e = (YᵀY)^(-1/2).
+    5. Q = Y W: Y Zk truncated by f + e (no opening), with the last step.
 
-    With a bound every dealer request travels one step ahead of its values
+    Every dealer request travels one step ahead of its values
     (_NewtonSchulz): rounds 2 (fast + ns_iters) (+1 when Y has no mask),
-    and as many hops (one-way latencies) plus one.  Without a bound: about
-    2 ns_iters + 6 rounds plus one inverse square root.  Nothing is revealed.
+    and as many hops (one-way latencies) plus one.  Nothing is revealed.
     """
     if plan is not None:
         return plan.run(Y, with_root)
+    if bound is None:
+        raise ValueError("orth: a public bound on YᵀY's eigenvalues is required")
     fmt = fmt or wide(ctx.params)
-    f = fmt.f
-    l = Y.shape[1]
-    Y = to_frac(Y, f, fmt)
-    if bound is not None:
-        # Y's mask (one round if it has none) is chosen first, so that G's c, A's
-        # truncation and the first steps' requests go to the dealer before that round.
-        spec = Y.mask.spec if Y.mask is not None else beaver.fresh_mask_spec(ctx, Y)
-        return plan_orth(ctx, spec, Y.shape, ns_iters, fmt, bound=bound, ridge=ridge, fast=fast,
-                         ahead=ahead).run(Y, with_root)
-    if fast or ahead is not None:
-        raise ValueError("orth: fast steps and requests ahead need a public bound")
-    G = beaver.fixed_products(ctx, [("matmul", Y.T, Y)], fmt=fmt)[0]
-    tr = SharedArray(ctx, field.sum(np.ascontiguousarray(G.share[np.arange(l), np.arange(l)])), f)
-    c = to_frac(nonlinear.inv_sqrt(to_frac(tr, ctx.params.f, fmt)), f)
-    c2 = beaver.fixed_products(ctx, [("square", c, None)], fmt=fmt)[0]
-    A = beaver.fixed_products(ctx, [("mul", G, broadcast(c2, G.shape))], fmt=fmt)[0]
-    if ridge:
-        A = A + float(ridge) * np.eye(l)
-    Yk, Zk = _newton_schulz(ctx, A, SharedArray.public(ctx, np.eye(l), f), int(ns_iters), fmt)
-    W = beaver.fixed_products(ctx, [("mul", Zk, broadcast(c, Zk.shape))], fmt=fmt)[0]
-    Q = beaver.fixed_products(ctx, [("matmul", Y, W)], fmt=fmt)[0]
-    return (Q, W) if with_root else Q
+    Y = to_frac(Y, fmt.f, fmt)
+    # Y's mask (one round if it has none) is chosen first, so that G's c, A's
+    # truncation and the first steps' requests go to the dealer before that round.
+    spec = Y.mask.spec if Y.mask is not None else beaver.fresh_mask_spec(ctx, Y)
+    return plan_orth(ctx, spec, Y.shape, ns_iters, fmt, bound=bound, ridge=ridge, fast=fast,
+                     ahead=ahead).run(Y, with_root)

@@ -146,9 +146,10 @@ def _plans(ctx, specs) -> list:
 
 
 def _mul_trunc(ctx, items, truncs, sides=()) -> list:
-    """One product round for `items` (elementwise), each result then rescaled by
+    """One product round for `items`, each result then rescaled by
     its (shift, bits) in `truncs` (one round), the pairs requested first."""
-    plans = _plans(ctx, [(x.shape, shift, bits) for (_, x, _), (shift, bits) in zip(items, truncs)])
+    plans = _plans(ctx, [(beaver.product_shape(op, x, y)[0], shift, bits)
+                         for (op, x, y), (shift, bits) in zip(items, truncs)])
     raw = _products(ctx, items, sides)
     return _trunc(ctx, [(r, shift, bits) for r, (shift, bits) in zip(raw, truncs)], plans)
 

@@ -60,7 +60,7 @@ from mpc.linalg import broadcast, wide
 from mpc.reveal import output, reveal
 from mpc.shared import Mask, SharedArray, concatenate
 from mpc.triples import MaskSpec, batched_matmul
-from mpc.truncate import plan_truncation, truncate_many
+from mpc.truncate import max_bits, plan_truncation, truncate_many
 from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
 from protocols.reference import CollinearityError, SeparationError
@@ -151,7 +151,7 @@ def products(ctx, items) -> list:
 def _trunc_bits(ctx, x_frac: int, bound: float) -> int:
     """Truncation input bits for |x| < 2^bound at x_frac fractional bits, checked
     against the statistical masking budget."""
-    limit = 125 - ctx.params.sigma
+    limit = max_bits(ctx.params)
     bits = math.ceil(bound) + x_frac + 1
     if bits > limit:
         raise ValueError(f"internal: a truncation of a value below 2^{bound:.1f} at {x_frac} fractional "
@@ -181,23 +181,13 @@ def _trunc(ctx, items, plans=None) -> list:
     return out
 
 
-def _product_shape_frac(op, x, y):
-    if op == "square":
-        return x.shape, 2 * x.frac
-    if op == "matmul":
-        return (x.shape[0], y.shape[1]), x.frac + y.frac
-    if op == "bmatmul":
-        return (x.shape[0], x.shape[1], y.shape[2]), x.frac + y.frac
-    return x.shape, x.frac + y.frac
-
-
 def _fixed(ctx, items, outs) -> list:
     """Products (one round) then truncations (one round); outs[i] = (frac, bound).
     The truncation pairs are requested with the products, so the truncation
     does not wait a round trip for the dealer."""
     plans = []
     for (op, x, y), (frac, bound) in zip(items, outs):
-        shape, pfrac = _product_shape_frac(op, x, y)
+        shape, pfrac = beaver.product_shape(op, x, y)
         plans.append(plan_truncation(ctx, shape, pfrac - frac, _trunc_bits(ctx, pfrac, bound))
                      if pfrac > frac else None)
     raw = products(ctx, items)

@@ -189,32 +189,29 @@ class Standardised:
         return (out, plan["then"]) if plan["ahead"] else out
 
 
-def _top_eigenspace(ctx, S: SharedArray, Q: SharedArray, k: int, iters: int, fast: int, finish: int, fmt):
+def _top_eigenspace(ctx, S: SharedArray, k: int, iters: int, fast: int, finish: int, fmt):
     """Step 4's subspace iteration U = orth(S U) from U = I[:, :k], pipelined:
     S I[:, :k] is a selection of S's columns (keeps its mask), and each
     orthonormalisation requests, during its last step, the next S U and the
     next orthonormalisation (plan_orth), so no step waits for the dealer."""
     l, f = S.shape[0], fmt.f
-    first_k = np.arange(l) < k
     if iters == 0:
         return SharedArray.public(ctx, np.eye(l)[:, :k], f)
 
-    def ahead_for(t):
-        """The requests the t-th orthonormalisation makes for iteration t + 1."""
-        if t + 1 == iters:
-            return None
+    def plan_for(t, spec):
+        """Iteration t's orthonormalisation, of an S U that will carry `spec`."""
+        last = t + 1 == iters
+        return plan_orth(ctx, spec, (l, k), finish if last else 0, fmt, bound=1.0, fast=fast,
+                         ahead=None if last else lambda spec_u: ahead(t, spec_u))
 
-        def ahead(spec_u):
-            pend = beaver.request_product(ctx, "matmul", S.mask.spec, spec_u, (l, k))
-            plan_su = plan_truncation(ctx, (l, k), f, fmt.k + f)
-            nxt = plan_orth(ctx, plan_su.spec, (l, k), 0 if t + 2 < iters else finish, fmt, bound=1.0, fast=fast,
-                            ahead=ahead_for(t + 1))
-            return pend, plan_su, nxt
-        return ahead
+    def ahead(t, spec_u):
+        """What iteration t asks for iteration t + 1: S U, its truncation, its orthonormalisation."""
+        pend = beaver.request_product(ctx, "matmul", S.mask.spec, spec_u, (l, k))
+        plan_su = plan_truncation(ctx, (l, k), f, fmt.k + f)
+        return pend, plan_su, plan_for(t + 1, plan_su.spec)
 
-    SU = S.select(cols=first_k)                   # S I[:, :k]
-    plan = plan_orth(ctx, SU.mask.spec, (l, k), 0 if iters > 1 else finish, fmt, bound=1.0, fast=fast,
-                     ahead=ahead_for(0))
+    SU = S.select(cols=np.arange(l) < k)          # S I[:, :k]
+    plan = plan_for(0, SU.mask.spec)
     for t in range(iters):
         res = orth(ctx, SU, plan=plan)
         if t + 1 == iters:
@@ -269,7 +266,7 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         # S's eigenvalues are the sigma_i^2 <= ||X||_F^2 ~ 1: bound 1 holds without
         # normalising by the trace (which cost a reciprocal, 24 rounds).
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=fmt)[0]
-        U = _top_eigenspace(ctx, S, Q, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
+        U = _top_eigenspace(ctx, S, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
         pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
         ctx.progress("pca", steps, steps)
     return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3)
