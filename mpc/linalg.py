@@ -13,9 +13,11 @@ import math
 
 import numpy as np
 
-from mpc import beaver
+from mpc import beaver, field
 from mpc.params import P, Params
+from mpc.reveal import reveal
 from mpc.shared import SharedArray
+from mpc.triples import MAX_ORTHOGONAL
 from mpc.truncate import plan_truncation, truncate, truncate_many
 
 WIDE_INTEGER_BITS = 13   # |x| < 2^12 in the wide format
@@ -327,3 +329,51 @@ def orth(ctx, Y: SharedArray, ns_iters: int = 24, fmt: Params | None = None, *,
     spec = Y.mask.spec if Y.mask is not None else beaver.fresh_mask_spec(ctx, Y)
     return plan_orth(ctx, spec, Y.shape, ns_iters, fmt, bound=bound, ridge=ridge, fast=fast,
                      ahead=ahead).run(Y, with_root)
+
+
+def request_rotation(ctx, l: int, fmt: Params | None = None):
+    """Ask the dealer for a secret Haar-random l x l orthogonal matrix (triples
+    kind "orthogonal") in `fmt` (default wide), for eigh_rotated.  Ask well
+    before it is used: its shares then arrive while the nodes work."""
+    fmt = fmt or wide(ctx.params)
+    if not 1 <= int(l) <= MAX_ORTHOGONAL:
+        raise ValueError(f"request_rotation: l must be in [1, {MAX_ORTHOGONAL}], got {l}")
+    return ctx.tuples.request("orthogonal", ctx.label("o"), l=int(l), frac=int(fmt.f))
+
+
+def eigh_rotated(ctx, S: SharedArray, rotation, k: int, name: str, fmt: Params | None = None):
+    """Top-k eigenpairs of a secret symmetric S (l x l, eigenvalues below ~2^11),
+    by revealing H = Rᵀ S R to the nodes under policy entry `name`.
+
+    H is S in a secret, uniformly random orthonormal basis R (`rotation`, from
+    request_rotation in the same format): its distribution depends only on
+    S's eigenvalues, which is all the nodes learn.  The leading node computes H = V Λ Vᵀ (numpy) and sends the
+    top-k columns C of V and their eigenvalues to the others (one opening: every
+    node then uses bit-identical C, whatever its LAPACK); U = R C.
+
+    Rounds: 5 (R's mask, SR's truncation, the reveal, the leader's C, U's
+    truncation); nothing waits for the dealer when R was requested ahead.
+
+    Returns
+    -------
+    (U, values): U SharedArray (l, k) frac fmt.f, orthonormal columns in
+    decreasing order of eigenvalue (signs arbitrary); values float64 (k,).
+    """
+    ctx.policy.check(name, "nodes")            # before any round
+    fmt = fmt or wide(ctx.params)
+    l, f = S.shape[0], fmt.f
+    R = SharedArray(ctx, rotation["r"], f)
+    if S.shape != (l, l) or R.shape != (l, l) or not 1 <= int(k) <= l:
+        raise ValueError(f"eigh_rotated: S {S.shape} and R {R.shape} must be l x l with 1 <= k = {k} <= l")
+    S = to_frac(S, f, fmt)
+    beaver.mask_many(ctx, [S, R])
+    SR = beaver.fixed_products(ctx, [("matmul", S, R)], fmt=fmt)[0]        # comes masked
+    H = beaver.products(ctx, [("matmul", R.T, SR)])[0]                     # both masked: no opening
+    h = reveal(ctx, H, name)
+    w, V = np.linalg.eigh((h + h.T) / 2.0)
+    top = np.argsort(-w, kind="stable")[: int(k)]
+    mine = SharedArray.public(ctx, np.vstack([V[:, top], w[top][None, :]]), f)
+    agreed = field.decode_fixed(ctx.open_many([mine.share], tag=f"agree:{name}")[0], f)
+    C, values = agreed[:l], agreed[l]
+    RC = SharedArray(ctx, R.matmul_public(np.rint(C * 2.0 ** f).astype(np.int64)).share, 2 * f)
+    return truncate_many(ctx, [RC], [f], bits=fmt.k + f)[0], values

@@ -372,6 +372,31 @@ def _bmatmul_make(req, rebuild, prg):
     return {"c": batched_matmul(rebuild(MaskSpec.from_wire(req["a"])), rebuild(MaskSpec.from_wire(req["b"])))}
 
 
+MAX_ORTHOGONAL = 1024
+
+
+def haar_orthogonal(prg: Prg, l: int) -> np.ndarray:
+    """A Haar-distributed l x l orthogonal matrix from `prg`: the Q of a QR
+    decomposition of a standard normal matrix (Box-Muller from 53-bit
+    uniforms), its columns' signs fixed by R's diagonal (Mezzadri 2007)."""
+    u = (prg.uint(2 * l * l, 53).astype(np.float64) + 1.0) * 2.0 ** -53      # (0, 1]
+    g = np.sqrt(-2.0 * np.log(u[: l * l])) * np.cos(2.0 * np.pi * u[l * l:])
+    q, r = np.linalg.qr(g.reshape(l, l))
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
+def _orthogonal_make(req, rebuild, prg):
+    q = haar_orthogonal(Prg(prg.seed, f"dealer-orth:{req['label']}"), req["l"])
+    return {"r": field.from_int(np.rint(q * 2.0 ** req["frac"]).astype(np.int64))}
+
+
+def _check_orthogonal(req):
+    l, frac = req.get("l"), req.get("frac")
+    if not (isinstance(l, int) and isinstance(frac, int) and 1 <= l <= MAX_ORTHOGONAL and 1 <= frac <= 60):
+        raise ProtocolError(f"orthogonal request: l={l!r}, frac={frac!r} break 1 <= l <= {MAX_ORTHOGONAL}, "
+                            f"1 <= frac <= 60")
+
+
 @dataclass(frozen=True)
 class Kind:
     components: object  # req -> list of (name, 'field'|'bits', shape)
@@ -384,6 +409,8 @@ KINDS = {
     "trunc": Kind(_trunc_components, _trunc_make, _check_trunc),
     # batched matrix products (K independent small products; protocols.logistic's Wald fits)
     "bmatmul": Kind(lambda req: [("c", "field", tuple(req["out"]))], _bmatmul_make, _bmatmul_check),
+    # a secret random rotation (mpc.linalg.eigh_rotated): nodes learn R^T S R, not S
+    "orthogonal": Kind(lambda req: [("r", "field", (req["l"], req["l"]))], _orthogonal_make, _check_orthogonal),
 }
 
 

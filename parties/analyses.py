@@ -150,7 +150,7 @@ def gwas_inputs(ctx, cohort, options):
     if qc.n_kept < 3 or not qc.snp_keep.any():
         raise InputError(f"QC kept {qc.n_kept} samples and {int(qc.snp_keep.sum())} SNPs: "
                          f"nothing to analyse; relax the thresholds")
-    pcs, n_pca = None, 0
+    pcs, n_pca, eigenvalues = None, 0, None
     if int(options.get("pcs", 0)) > 0:
         saved = ctx.resume("pca")
         if saved is None:
@@ -162,10 +162,10 @@ def gwas_inputs(ctx, cohort, options):
                 res = pca_protocol.run_pca(ctx, cohort, qc, popts)
             except ValueError as exc:
                 raise InputError(str(exc)) from None
-            pcs, n_pca = res.pcs, res.n_snps
-            ctx.save("pca", {"pcs": pcs, "n_pca": n_pca})
+            pcs, n_pca, eigenvalues = res.pcs, res.n_snps, res.eigenvalues
+            ctx.save("pca", {"pcs": pcs, "n_pca": n_pca, "eigenvalues": eigenvalues})
         else:
-            pcs, n_pca = saved["pcs"], saved["n_pca"]
+            pcs, n_pca, eigenvalues = saved["pcs"], saved["n_pca"], saved.get("eigenvalues")
     allkeep = np.concatenate(keep)
     y_kept = y[allkeep]
     cov_kept = None if cov is None else cov[allkeep]
@@ -177,7 +177,8 @@ def gwas_inputs(ctx, cohort, options):
         "sample_tests": tests, "snps": cohort.snps_text(),
         "snp_keep": qc.snp_keep.tolist(), "snp_reason": qc.snp_reason.tolist(),
         "pheno": pheno, "pheno_kind": kind, "covariates": names, "pcs": int(options.get("pcs", 0)),
-        "pca_snps": n_pca,
+        "pca_snps": n_pca, "pcs_ordered": eigenvalues is not None,
+        "pca_eigenvalues": None if eigenvalues is None else _disclosed_floats(ctx, eigenvalues),
     }
     return qc, pcs, y_kept, kind, cov_kept, names, public
 
@@ -185,6 +186,11 @@ def gwas_inputs(ctx, cohort, options):
 def _disclosed(ctx, mask, name):
     value = disclose(ctx, mask, name)
     return None if value is None else np.asarray(value, dtype=int).tolist()
+
+
+def _disclosed_floats(ctx, values):
+    value = disclose(ctx, values, pca_protocol.EIGENVALUES)
+    return None if value is None else [float(v) for v in value]
 
 
 GWAS_OPTIONS = (
@@ -228,6 +234,39 @@ def _write_qc_files(result, out_dir):
     return snps, keep
 
 
+def _write_pca_files(result, out_dir) -> list:
+    """pca.eigenval (PLINK's scale) and pca_eigenvalues.png when the policy
+    released the eigenvalues; pcs.tsv when it released the PCs: the ordered
+    PC1..PCk (each signed so that its largest entry is positive) when the
+    eigenvalues were revealed to the nodes, else an orthonormal basis of the
+    PC subspace (header BASIS1..), plus pcs.png (PC1 against PC2, by site)."""
+    from parties import report
+
+    pub, files = result.public, []
+    values = pub.get("pca_eigenvalues")
+    if values is not None:
+        np.savetxt(out_dir / "pca.eigenval", np.asarray(values), fmt="%.10g")
+        report.scree(out_dir / "pca_eigenvalues.png", values, f"{pub['pheno']}: PCA eigenvalues")
+        files += ["pca.eigenval", "pca_eigenvalues.png"]
+    pcs = result.outputs.get(("gwas.pcs", None))
+    if pcs is None:
+        return files
+    pcs = np.asarray(pcs, dtype=float)
+    ordered = bool(pub.get("pcs_ordered"))
+    if ordered:
+        lead = pcs[np.argmax(np.abs(pcs), axis=0), np.arange(pcs.shape[1])]
+        pcs = pcs * np.where(lead < 0, -1.0, 1.0)
+    name = "PC" if ordered else "BASIS"
+    np.savetxt(out_dir / "pcs.tsv", pcs, delimiter="\t", fmt="%.12g", comments="",
+               header="\t".join(f"{name}{i + 1}" for i in range(pcs.shape[1])))
+    files.append("pcs.tsv")
+    if ordered and pcs.shape[1] >= 2:
+        sites = np.repeat(list(pub["kept_counts"]), list(pub["kept_counts"].values()))
+        report.pc_scatter(out_dir / "pcs.png", pcs[:, 0], pcs[:, 1], sites, f"{pub['pheno']}: PC1 and PC2")
+        files.append("pcs.png")
+    return files
+
+
 def _gwas_finalize(result, options, out_dir):
     from parties import report
 
@@ -248,9 +287,7 @@ def _gwas_finalize(result, options, out_dir):
     if pub.get("sample_keep") is not None:
         np.savetxt(out_dir / "qc_sample_keep.txt", np.array(pub["sample_keep"], dtype=int), fmt="%d")
         files.append("qc_sample_keep.txt")
-    if ("gwas.pcs", None) in result.outputs:
-        np.savetxt(out_dir / "pcs.tsv", result.outputs[("gwas.pcs", None)], delimiter="\t", fmt="%.12g")
-        files.append("pcs.tsv")
+    files += _write_pca_files(result, out_dir)
     title = f"{pub['pheno']}: trend test, {pub['pcs']} PCs"
     report.manhattan(out_dir / "manhattan.png", snps.chrom[keep], snps.pos[keep], chisq[keep], title)
     report.qq(out_dir / "qq.png", chisq[keep], title)

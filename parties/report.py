@@ -79,3 +79,41 @@ def qq(path, chisq, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def scree(path, eigenvalues, title: str) -> None:
+    """PCA eigenvalues (PLINK's scale) against their index."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = np.asarray(eigenvalues, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    ax.plot(np.arange(1, v.size + 1), v, marker="o", color="#1f4e79")
+    ax.set_xlabel("PC")
+    ax.set_ylabel("eigenvalue")
+    ax.set_xticks(np.arange(1, v.size + 1))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pc_scatter(path, pc1, pc2, groups, title: str) -> None:
+    """PC2 against PC1, one colour per group (site)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = np.asarray(groups).astype(str)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for g in dict.fromkeys(groups.tolist()):
+        sel = groups == g
+        ax.scatter(pc1[sel], pc2[sel], s=6, label=g, rasterized=True)
+    ax.set_xlabel("PC1")
+    ax.set_ylabel("PC2")
+    ax.legend(fontsize=7, markerscale=2)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -22,10 +22,24 @@ with site-mean imputation).  Protocol:
    eigenvalues grow 4x per step; reference.ns_steps_start, ns_steps_carry: 8
    and 6 at N1 = M3 = 1000), 2 rounds each; the last adds
    reference.NS_FINISH_STEPS standard steps.
-4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z (l x l, eigenvalues sigma_i^2 <= ~1);
-   U = I[:, :k]; ``eig_iters`` times U = orth(S U) with reference.ns_steps_eig
-   fast steps (11 at N1 = 1000, 17 at 100 000), the last finished exactly.  PCs = Q U
-   (N1 x k), orthonormal.
+4. **Small eigenproblem**: Z = Xᵀ Q, S = Zᵀ Z (l x l, eigenvalues sigma_i^2 <= ~1).
+   Two ways, chosen by the study's reveal policy:
+
+   - nothing revealed (the default): U = I[:, :k]; ``eig_iters`` times
+     U = orth(S U) with reference.ns_steps_eig fast steps (11 at N1 = 1000,
+     17 at 100 000), the last finished exactly.  U spans S's top-k
+     eigenspace, but its columns are a rotation of the eigenvectors: PCs = Q U
+     is an orthonormal basis of the PC subspace (all the association needs),
+     not the individual axes.
+   - the policy lists ``gwas.pca_eigenvalues`` for the nodes: the nodes learn
+     S's l eigenvalues (N1 sigma_i^2 are PLINK's .eigenval of the genetic
+     relationship matrix) through H = Rᵀ S R with a secret Haar-random
+     rotation R from the dealer (mpc.linalg.eigh_rotated, 5 rounds instead of
+     eig_iters x 2 x ns_steps_eig, 220 at N1 = 1000).  U holds the individual
+     eigenvectors, so PCs = Q U are the Ritz vectors PC1..PCk in decreasing
+     order of eigenvalue (signs arbitrary), and the eigenvalues can go on to
+     the analyst (same entry).
+   PCs = Q U (N1 x k), orthonormal.
 
 Latency: every step's dealer requests are made one step ahead, from the mask
 specs of values that do not exist yet (plan_t_times, plan_times,
@@ -43,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc import beaver, nonlinear
-from mpc.linalg import broadcast, orth, plan_orth, to_frac, wide
+from mpc.linalg import broadcast, eigh_rotated, orth, plan_orth, request_rotation, to_frac, wide
 from mpc.shared import SharedArray, concatenate
 from mpc.truncate import plan_truncation, truncate, truncate_many
 from protocols.common import scale_public
@@ -51,6 +65,9 @@ from protocols.genotype_products import GenotypeMatrix
 from protocols.reference import NS_FINISH_STEPS, ld_thin, ns_steps_carry, ns_steps_eig, ns_steps_start
 
 POLICY = {}          # PCs stay secret; a study may add "gwas.pcs" = ["analyst"] to output them
+EIGENVALUES = "gwas.pca_eigenvalues"
+"""The policy entry under which the nodes (and, if listed, the analyst) learn the
+l eigenvalues of the small eigenproblem (step 4): not in a new study's policy."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,12 @@ class PcaResult:
     pcs: SharedArray          # (N1, k), orthonormal columns, wide format
     snp_mask: np.ndarray      # public: the M3 SNPs used
     n_snps: int
+    eigenvalues: np.ndarray | None = None   # known to the nodes when the policy lets them (step 4): PLINK's scale
+
+
+def eigenvalues_revealed(ctx) -> bool:
+    """Whether step 4 reveals S's spectrum to the nodes (the study's policy says)."""
+    return ctx.policy.allows(EIGENVALUES, "nodes")
 
 
 def pca_snps(cohort, qc, ld_dist: int) -> np.ndarray:
@@ -229,6 +252,8 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         raise ValueError(f"PCA needs k + oversample = {l} <= min(samples, SNPs) = {min(qc.n_kept, m3)} "
                          f"after QC and LD thinning; lower --pcs or --pca-oversample")
     with ctx.phase("pca"):
+        rotated = eigenvalues_revealed(ctx)
+        rotation = request_rotation(ctx, l, wide(ctx.params)) if rotated else None
         X = Standardised(ctx, cohort, qc, mask, l)
         omega = np.random.default_rng(opts.seed).standard_normal((m3, l)) / math.sqrt(m3)
         # ||X||_F^2 ~ 1, so every Gram matrix below has eigenvalues under ~1: public bound 1.
@@ -266,7 +291,12 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         # S's eigenvalues are the sigma_i^2 <= ||X||_F^2 ~ 1: bound 1 holds without
         # normalising by the trace (which cost a reciprocal, 24 rounds).
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=fmt)[0]
-        U = _top_eigenspace(ctx, S, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
+        values = None
+        if rotated:
+            U, values = eigh_rotated(ctx, S, rotation, opts.k, EIGENVALUES, fmt)
+            values = values * qc.n_kept           # eigenvalues of X_std X_stdᵀ / M3 (PLINK's GRM)
+        else:
+            U = _top_eigenspace(ctx, S, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
         pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
         ctx.progress("pca", steps, steps)
-    return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3)
+    return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3, eigenvalues=values)

@@ -839,8 +839,12 @@ class PcaResult:
     Attributes
     ----------
     pcs : ndarray of float64, shape (N1, k)
-        ``Q U``: orthonormal basis of the estimated top-k principal subspace
-        (a rotation of the leading left singular vectors, not sorted or signed).
+        ``Q U``: orthonormal basis of the estimated top-k principal subspace.
+        With the subspace iteration (``eig="iterate"``) it is a rotation of the
+        leading left singular vectors, not sorted or signed; with
+        ``eig="rotated"`` the columns are the Ritz vectors in decreasing order
+        of their eigenvalue, each signed so that its largest coordinate in the
+        l-dimensional basis is positive.
     q : ndarray of float64, shape (N1, l)
         Range basis after the power iterations, l = k + oversample.
     s : ndarray of float64, shape (l, l)
@@ -853,6 +857,9 @@ class PcaResult:
     snp_index : ndarray of int64, shape (M3,)
         Columns of the input used.
     alt_freq : ndarray of float64, shape (M3,)
+    eigenvalues : ndarray of float64, shape (k,), or None
+        With ``eig="rotated"``: the top-k eigenvalues of S (the Ritz values,
+        approximating the top eigenvalues of X Xᵀ), decreasing; else None.
     """
 
     pcs: np.ndarray
@@ -862,6 +869,7 @@ class PcaResult:
     snp_index: np.ndarray
     alt_freq: np.ndarray
     orthonormality_error: float
+    eigenvalues: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -935,7 +943,7 @@ def ns_steps_start(m_cols: int) -> int:
 
 
 def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iters=10,
-        eig_iters=30, seed=0, finish_steps=NS_FINISH_STEPS, site=None, f=28):
+        eig_iters=30, seed=0, finish_steps=NS_FINISH_STEPS, site=None, f=28, eig="iterate"):
     """Randomized PCA exactly as ALGORITHMS.md PCA steps 2–5, in float64.
 
     1. X = :func:`standardise` (N1 × M3).
@@ -946,7 +954,9 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
        one, whose Q is the result, ``finish_steps`` standard ones after them;
        in step 4 likewise :func:`ns_steps_eig`.
     4. ``Z = Xᵀ Q``, ``S = Zᵀ Z``; ``U = I[:, :k]``; ``eig_iters`` times
-       ``U = orth(S U)``.
+       ``U = orth(S U)`` (``eig="iterate"``), or U = S's top-k eigenvectors
+       (``eig="rotated"``: what mpc.linalg.eigh_rotated computes, see
+       :func:`ritz_vectors`).
     5. PCs = ``Q U``.
 
     ``orth`` is :func:`orth` with the public bound 1 on the Gram eigenvalues
@@ -980,14 +990,39 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
                  fast=carry)
     Z = X.T @ Q
     S = Z.T @ Z
-    U = np.eye(l)[:, :k]
-    eig_steps = ns_steps_eig(n_kept)
-    for t in range(int(eig_iters)):
-        U = orth(S @ U, 0 if t + 1 < eig_iters else finish, bound=1.0, fast=eig_steps)
+    eigenvalues = None
+    if eig == "rotated":
+        eigenvalues, U = ritz_vectors(S, k)
+    elif eig == "iterate":
+        U = np.eye(l)[:, :k]
+        eig_steps = ns_steps_eig(n_kept)
+        for t in range(int(eig_iters)):
+            U = orth(S @ U, 0 if t + 1 < eig_iters else finish, bound=1.0, fast=eig_steps)
+    else:
+        raise ValueError(f"pca: eig must be 'iterate' or 'rotated', got {eig!r}")
     error = max(np.max(np.abs(Q.T @ Q - np.eye(l))), np.max(np.abs(U.T @ U - np.eye(k))))
     return PcaResult(pcs=Q @ U, q=Q, s=S, u=U,
                      snp_index=np.flatnonzero(np.asarray(snp_keep_pca, bool)), alt_freq=alt_freq,
-                     orthonormality_error=float(error))
+                     orthonormality_error=float(error), eigenvalues=eigenvalues)
+
+
+def ritz_vectors(S, k):
+    """The top-k eigenpairs of a symmetric S, decreasing, each eigenvector
+    signed so that its largest-magnitude coordinate is positive (ties: the
+    first).  mpc.linalg.eigh_rotated applies this to R^T S R and maps the
+    vectors back with R, which keeps the sign rule only up to R: the secure
+    PCs match these up to sign.
+
+    Returns
+    -------
+    (values (k,), vectors (l, k))
+    """
+    S = np.asarray(S, dtype=np.float64)
+    w, V = np.linalg.eigh((S + S.T) / 2.0)
+    order = np.argsort(-w, kind="stable")[: int(k)]
+    w, V = w[order], V[:, order]
+    lead = V[np.argmax(np.abs(V), axis=0), np.arange(V.shape[1])]
+    return w, V * np.where(lead < 0, -1.0, 1.0)
 
 
 def pca_exact(dosage, missing, sample_keep, snp_keep_pca, *, k=10, site=None, f=28):

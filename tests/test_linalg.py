@@ -124,3 +124,61 @@ def test_ns_fast_steps_known_answers():
     for _ in range(R.NS_FINISH_STEPS):
         m = m * (1.5 - 0.5 * m) ** 2
     assert np.max(np.abs(m - 1)) < 1e-15
+
+
+# ------------------------------------------------------------ eigh_rotated
+
+def _eig_job(ctx, S0, k, name):
+    fmt = linalg.wide(ctx.params)
+    rotation = linalg.request_rotation(ctx, S0.shape[0], fmt)
+    S = SharedArray.public(ctx, S0, fmt.f)
+    with ctx.channel.stats.phase("eig"):
+        U, values = linalg.eigh_rotated(ctx, S, rotation, k, name, fmt)
+    return U, values, ctx.channel.stats.phases["eig"], ctx.policy.records
+
+
+def test_eigh_rotated_matches_numpy_and_reveals_only_the_spectrum():
+    """Known answer: the top-k eigenpairs of a symmetric S (numpy eigh) within
+    1e-8, from 5 rounds; what the nodes saw (the policy records one (l, l)
+    reveal) is Rᵀ S R: S's eigenvalues, not S."""
+    rng = np.random.default_rng(5)
+    l, k = 8, 3
+    V, _ = np.linalg.qr(rng.standard_normal((l, l)))
+    lam = np.array([0.9, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01, 0.001])
+    S0 = (V * lam) @ V.T
+    res = run_threads(3, _eig_job, (S0, k, "test.spectrum"), policy={"test.spectrum": ["nodes"]})
+    total = res[0][0].share
+    for r in res[1:]:
+        total = field.add(total, r[0].share)
+    U = field.decode_fixed(total, res[0][0].frac)
+    np.testing.assert_allclose(res[0][1], lam[:k], atol=1e-9)
+    assert all(np.array_equal(r[1], res[0][1]) for r in res)         # every node has the leader's values
+    cos = np.abs(np.sum(U * V[:, :k], axis=0))
+    assert cos.min() >= 1 - 1e-8, cos
+    np.testing.assert_allclose(U.T @ U, np.eye(k), atol=1e-9)
+    assert res[0][2].rounds == 5
+    assert [(r["name"], r["shape"], r["to"]) for r in res[0][3]] == [("test.spectrum", [l, l], "nodes")]
+
+
+def test_eigh_rotated_needs_the_policy_entry():
+    from parties.harness import ChildError
+
+    with pytest.raises(ChildError, match="PolicyError.*does not allow revealing 'test.spectrum' to nodes"):
+        run_threads(3, _eig_job, (np.eye(4) * 0.5, 2, "test.spectrum"), policy={})
+
+
+def test_haar_rotation_is_orthogonal_and_fresh():
+    """The dealer's rotation (triples kind "orthogonal") is orthogonal, differs
+    per label, and a malformed request is refused."""
+    from mpc.errors import ProtocolError
+    from mpc.prg import Prg, new_seed
+    from mpc.triples import KINDS, haar_orthogonal
+
+    seed = new_seed()
+    a = haar_orthogonal(Prg(seed, "a"), 12)
+    b = haar_orthogonal(Prg(seed, "b"), 12)
+    np.testing.assert_allclose(a.T @ a, np.eye(12), atol=1e-12)
+    assert np.abs(a - b).max() > 0.1
+    for bad in ({"l": 0, "frac": 36}, {"l": 4, "frac": 100}, {"l": "4", "frac": 36}):
+        with pytest.raises(ProtocolError):
+            KINDS["orthogonal"].check(bad)
