@@ -14,6 +14,7 @@ For each: submission time, analysis wall time, time / rounds / bytes per phase
 plaintext reference (protocols.reference, same algorithm) as the baseline ratio.
 
     python scripts/bench_gwas.py [--workload 1k|20k|all] [--work DIR] [--plaintext-channels]
+                                 [--allow gwas.pca_eigenvalues=nodes]
 """
 from __future__ import annotations
 
@@ -85,10 +86,10 @@ def plaintext_baseline(sites, opts):
     return time.perf_counter() - start
 
 
-def bench(name, sites, work, curve=True):
+def bench(name, sites, work, curve=True, policy=None):
     opts = WORKLOADS[name]["options"]
     providers = tuple(f"site{i + 1}" for i in range(len(sites)))
-    study = LocalStudy(work / "study", providers=providers, curve=curve, timeout=30.0)
+    study = LocalStudy(work / "study", providers=providers, curve=curve, timeout=30.0, policy=policy)
     try:
         t0 = time.perf_counter()
         for s, p in zip(sites, providers):
@@ -125,7 +126,13 @@ def main(argv=None):
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--plaintext-channels", action="store_true", help="no CurveZMQ (loopback only)")
     ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--allow", action="append", default=[],
+                    help="a reveal-policy entry NAME=RECIPIENTS, e.g. gwas.pca_eigenvalues=nodes")
     args = ap.parse_args(argv)
+    policy = {}
+    for entry in args.allow:
+        name, _, to = entry.partition("=")
+        policy[name] = [t for t in to.split(",") if t]
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_gwas_"))
     results = []
     try:
@@ -136,7 +143,7 @@ def main(argv=None):
             else:
                 simulate(out_dir=wdir / "sites", sites=3, samples=2000, snps=20000, seed=7)
                 sites = [wdir / "sites" / f"site{i}" for i in (1, 2, 3)]
-            results.append(bench(name, sites, wdir, curve=not args.plaintext_channels))
+            results.append(bench(name, sites, wdir, curve=not args.plaintext_channels, policy=policy))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

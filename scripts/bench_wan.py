@@ -8,6 +8,11 @@ slowdown against the first delay, with the floor "first wall time + hops x
 delay" that a latency-bound run approaches.
 
     sudo python scripts/bench_wan.py [--delays 0,10,50] [--rate 1gbit] [--work DIR]
+                                     [--allow gwas.pca_eigenvalues=nodes]
+
+--allow adds a reveal-policy entry to the study (as mpcgwas init-study does):
+gwas.pca_eigenvalues=nodes measures the PCA whose small eigenproblem reveals
+its spectrum to the nodes (protocols.pca step 4).
 """
 from __future__ import annotations
 
@@ -30,13 +35,14 @@ def main(argv=None):
     ap.add_argument("--delays", default="0,10,50")
     ap.add_argument("--rate", default="1gbit")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--allow", action="append", default=[], help="a reveal-policy entry NAME=RECIPIENTS")
     args = ap.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_wan_"))
     rows = []
     for delay in [float(d) for d in args.delays.split(",")]:
         out = work / f"delay{delay:g}"
         cmd = [str(ROOT / "scripts" / "netns_study.sh"), "--delay-ms", f"{delay:g}", "--rate", args.rate,
-               "--analyses", "gwas", "--out", str(out)] + OPTIONS + [str(SHARED_1K / f"site{i}") for i in (1, 2, 3)]
+               "--analyses", "gwas", "--out", str(out)] + [a for e in args.allow for a in ("--allow", e)] + OPTIONS + [str(SHARED_1K / f"site{i}") for i in (1, 2, 3)]
         subprocess.run(cmd, check=True)
         s = json.loads((out / "summary.json").read_text())["gwas"]
         rows.append((delay, s["seconds"], max(s["rounds"].values()), max(s.get("hops", {0: 0}).values()),

@@ -4,7 +4,7 @@
 # and delayed by a userspace relay (one-way delay; this kernel has no netem qdisc).
 #
 #   sudo scripts/netns_study.sh [--delay-ms D] [--rate 1gbit] [--nodes 3] [--analyses LIST]
-#                               [analysis options] --out DIR [SITE_DIR ...]
+#                               [--allow NAME=RECIPIENTS ...] [analysis options] --out DIR [SITE_DIR ...]
 #
 # Topology (all addresses are created here, 10.231.0.0/24, and removed on exit):
 #   mpcg-hub      bridge br0 10.231.0.1 + the delay relay (one port per daemon socket)
@@ -24,6 +24,7 @@ samples=1000
 snps=1000
 sites=()
 passthrough=()
+allow=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --delay-ms) delay=$2; shift 2 ;;
@@ -31,9 +32,10 @@ while [ $# -gt 0 ]; do
     --nodes) nodes=$2; shift 2 ;;
     --analyses) analyses=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --allow) allow+=(--allow "$2"); shift 2 ;;
     --samples) samples=$2; shift 2 ;;
     --snps) snps=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     --*)
       passthrough+=("$1")
       if [ $# -gt 1 ] && [[ "$2" != --* ]] && [ ! -d "$2" ]; then passthrough+=("$2"); shift; fi
@@ -97,7 +99,8 @@ done
 # ---- the study: daemons bind on their own address, everyone connects through the relay
 study_dir="$out/study"
 rm -rf "$study_dir"
-study=$("$mpcgwas" init-study --out "$study_dir" --nodes "$nodes" --providers "$providers" --base-port 47000)
+study=$("$mpcgwas" init-study --out "$study_dir" --nodes "$nodes" --providers "$providers" --base-port 47000 \
+        ${allow[@]+"${allow[@]}"})
 relay_pairs=$("$python" - "$study" "$nodes" <<'PY'
 import sys, tomllib, tomli_w
 path, n = sys.argv[1], int(sys.argv[2])
