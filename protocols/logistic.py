@@ -126,9 +126,7 @@ def products(ctx, items) -> list:
         if op == "bmatmul":
             if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[1]:
                 raise ValueError(f"bmatmul: shapes {x.shape} and {y.shape} do not chain")
-            out = [x.shape[0], x.shape[1], y.shape[2]]
-            pending[i] = ctx.tuples.request("bmatmul", ctx.label("bm"), a=spec_of(x).to_wire(),
-                                            b=spec_of(y).to_wire(), out=out)
+            pending[i] = request_bmatmul(ctx, spec_of(x), spec_of(y), (x.shape[0], x.shape[1], y.shape[2]))
     if operands:                                                                    # step 2
         d_shares = [field.sub(z.share, ctx.tuples.mask(specs[id(z)])) for z in operands]
         for z, d in zip(operands, ctx.open_many(d_shares, tag="bmatmul")):
@@ -137,13 +135,23 @@ def products(ctx, items) -> list:
     plain_out = iter(beaver.products(ctx, plain) if plain else [])
     out = []
     for i, (op, x, y) in enumerate(items):                                          # step 3
-        if op != "bmatmul":
-            out.append(next(plain_out))
-            continue
-        z = field.add(pending[i]["c"], batched_matmul(x.mask.d, y.share))
-        field.add(z, batched_matmul(_mask_share(x), y.mask.d), out=z)
-        out.append(SharedArray(ctx, z, x.frac + y.frac))
+        out.append(next(plain_out) if op != "bmatmul" else combine_bmatmul(ctx, x, y, pending[i]))
     return out
+
+
+def request_bmatmul(ctx, spec_x: MaskSpec, spec_y: MaskSpec, out_shape):
+    """Ask the dealer for c = a @ b of a batched product whose operands will
+    carry the masks spec_x, spec_y (they may not exist yet: a truncation
+    plan's spec); pass the result to combine_bmatmul."""
+    return ctx.tuples.request("bmatmul", ctx.label("bm"), a=spec_x.to_wire(), b=spec_y.to_wire(),
+                              out=[int(v) for v in out_shape])
+
+
+def combine_bmatmul(ctx, x: SharedArray, y: SharedArray, pending) -> SharedArray:
+    """x @ y (batched) from masked operands and their tuple: c + d_x @ y + a @ d_y, local."""
+    z = field.add(pending["c"], batched_matmul(x.mask.d, y.share))
+    field.add(z, batched_matmul(_mask_share(x), y.mask.d), out=z)
+    return SharedArray(ctx, z, x.frac + y.frac)
 
 
 # ============================================================ fixed-point plumbing
@@ -185,13 +193,19 @@ def _fixed(ctx, items, outs) -> list:
     """Products (one round) then truncations (one round); outs[i] = (frac, bound).
     The truncation pairs are requested with the products, so the truncation
     does not wait a round trip for the dealer."""
+    plans = _plan_fixed(ctx, items, outs)
+    raw = products(ctx, items)
+    return _trunc(ctx, [(r, f, b) for r, (f, b) in zip(raw, outs)], plans)
+
+
+def _plan_fixed(ctx, items, outs) -> list:
+    """The truncation pairs of _fixed's items (None where nothing is truncated)."""
     plans = []
     for (op, x, y), (frac, bound) in zip(items, outs):
         shape, pfrac = beaver.product_shape(op, x, y)
         plans.append(plan_truncation(ctx, shape, pfrac - frac, _trunc_bits(ctx, pfrac, bound))
                      if pfrac > frac else None)
-    raw = products(ctx, items)
-    return _trunc(ctx, [(r, f, b) for r, (f, b) in zip(raw, outs)], plans)
+    return plans
 
 
 def _public(ctx, values, frac) -> SharedArray:
@@ -370,6 +384,9 @@ def newton_inverse(ctx, H: SharedArray, iters: int):
     E = I - H, X = I; iters times ``X <- X (I + E), E <- E²`` (one truncation round
     each, plus one opening of H at the start).  Then X = (I - E_t) H^-1 with E_t = (I - H)^(2^t):
     X <= 2^iters for every input (iters <= 18 keeps the truncation in budget).
+    Each step's truncation pairs and products are requested two steps (two
+    rounds, a round trip) before it, from the mask specs of the truncations
+    that make its operands, so no step waits for the dealer.
 
     Returns
     -------
@@ -380,10 +397,32 @@ def newton_inverse(ctx, H: SharedArray, iters: int):
     eye = np.broadcast_to(np.eye(m), (K, m, m))
     E = -H + eye
     X = _public(ctx, eye, F)
-    for t in range(int(iters)):
+    steps, shape = int(iters), (K, m, m)
+    plans, pending = {}, {}
+
+    def outs(t):
+        return [(F, t + 1 + 0.01), (WF, 0.01)]
+
+    def ahead(t, items):
+        """Step t's requests: its truncation pairs, and its products from the
+        masks step t - 1's truncations will give X and E."""
+        if t < steps:
+            plans[t] = _plan_fixed(ctx, items, outs(t))       # same shapes and fracs every step
+            x_spec, e_spec = plans[t - 1][0].spec, plans[t - 1][1].spec
+            pending[t] = [request_bmatmul(ctx, x_spec, e_spec, shape), request_bmatmul(ctx, e_spec, e_spec, shape)]
+
+    for t in range(steps):
         IE = E + eye                                                  # masked, like E
-        X, E = _fixed(ctx, [("bmatmul", X, IE), ("bmatmul", E, E)],
-                      [(F, t + 1 + 0.01), (WF, 0.01)])
+        items = [("bmatmul", X, IE), ("bmatmul", E, E)]
+        if t == 0:
+            plans[0] = _plan_fixed(ctx, items, outs(0))
+            ahead(1, items)
+            ahead(2, items)
+            raw = products(ctx, items)                                # opens H's and X's masks
+        else:
+            ahead(t + 2, items)                                       # two rounds ahead: one round trip
+            raw = [combine_bmatmul(ctx, x, y, c) for (_, x, y), c in zip(items, pending.pop(t))]
+        X, E = _trunc(ctx, [(r, f, b) for r, (f, b) in zip(raw, outs(t))], plans.pop(t))
     return X, E
 
 

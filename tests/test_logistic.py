@@ -188,6 +188,39 @@ def test_bad_columns_and_labels(breast_cancer):
 
 # ------------------------------------------------------------ logistic GWAS
 
+def _newton_inverse_job(ctx, H0, iters):
+    from mpc.linalg import wide
+    from mpc.shared import SharedArray
+
+    H = SharedArray.public(ctx, H0, wide(ctx.params).f)
+    with ctx.phase("inverse"):
+        X, _ = lp.newton_inverse(ctx, H, iters)
+        ctx.tuples.flush()
+    return X, ctx.channel.stats.phases["inverse"]
+
+
+def test_newton_inverse_known_answer_rounds_and_hops():
+    """X = (I - (I - H)^(2^t)) H^-1 (known answer, within 1e-6) for a batch of
+    SPD matrices; iters + 1 rounds (H's opening, one truncation per step) and
+    as many hops plus 1: every step's products and truncation pairs are
+    requested a round trip ahead (it waited for the dealer in every step)."""
+    rng = np.random.default_rng(4)
+    K, m, iters = 3, 4, 10
+    A = rng.standard_normal((K, m, m))
+    H0 = A @ A.transpose(0, 2, 1)
+    H0 = H0 / (1.2 * np.linalg.eigvalsh(H0).max(axis=1))[:, None, None] + 0.05 * np.eye(m)
+    res = run_threads(3, _newton_inverse_job, (H0, iters))
+    total = res[0][0].share
+    for r in res[1:]:
+        total = field.add(total, r[0].share)
+    X = field.decode_fixed(total, res[0][0].frac)
+    E = np.linalg.matrix_power(np.eye(m) - H0, 2 ** iters)
+    np.testing.assert_allclose(X, (np.eye(m) - E) @ np.linalg.inv(H0), atol=1e-6)
+    stats = res[0][1]
+    assert stats.rounds == iters + 1
+    assert stats.hops <= stats.rounds + 1, (stats.rounds, stats.hops)
+
+
 def _gwas_node(ctx, subs, top_k):
     cohort = StoredCohort(ctx, subs)
     y, y_missing, _ = cohort.phenotype("CASE")
