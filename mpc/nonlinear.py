@@ -42,7 +42,7 @@ ever exceeds a truncation's masking bound (which would leak).
     inv_sqrt(x)     x > 0                      x <= 0 -> 0           24 (27)  2^-26 rel + 1 ulp
     log(x)          x > 0                      x <= 0 -> -f ln 2     22 (25)  2^-30 abs + 1 ulp
     exp(x)          x < 18.71                  saturates; 0 below   17 (17)  2^-27 rel + 1 ulp
-    sigmoid(x)      all x                      -                     23 (27)  2 ulp abs
+    sigmoid(x)      all x                      -                     22 (27)  2 ulp abs
 """
 from __future__ import annotations
 
@@ -226,7 +226,50 @@ def _product_tree(factors):
 
 # ------------------------------------------------------------ polynomial evaluation
 
-def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=None, sides=(), square=None):
+class _PolyPlan:
+    """The dealer requests of one _poly evaluation, made before s exists.
+
+    Every truncation pair, and — when s's mask spec is known — every product
+    (their operands' masks are s's and the truncations' outputs'), so that no
+    round of the polynomial waits a round trip for the dealer.  Made by
+    _normalise, with the truncation that makes s, or by _poly itself."""
+
+    def __init__(self, ctx, spec_s, n, F: int, coeff_sets, out_frac: int, max_abs: float):
+        self.n, self.F, self.d = tuple(n), int(F), len(coeff_sets[0]) - 1
+        self.G = min(2 * F, _max_bits(ctx.params) - 1 - max(0, math.ceil(math.log2(max_abs))))
+        self.out_items = (self.G - out_frac, _bits_for(max_abs, self.G))
+        if self.d <= 1:
+            return
+        n, d, G = self.n, self.d, self.G
+        self.D = D = math.ceil(math.log2(d + 1))
+        self.h = h = 1 << (D - 1)
+        self.merged = d - h <= h // 2
+        self.power_bits = 2 * F + 2          # |s^a s^b| < 2 at 2F fractional bits
+        self.q1_bits = [_bits_for(sum(abs(c) for c in cs[h:]) * 1.1, 2 * F) for cs in coeff_sets]
+        self.levels = {level: self._level_items(level) for level in range(1, D)}
+        self.plans = {level: _plans(ctx, [(n, F, self.power_bits)] * len(items))
+                      for level, items in self.levels.items()}
+        self.q1_plans = _plans(ctx, [(n, 3 * F - G, b) for b in self.q1_bits])
+        self.out_plans = _plans(ctx, [(n,) + self.out_items] * len(coeff_sets))
+        self.ahead = {}
+        if spec_s is None:
+            return
+        spec = {1: spec_s}
+        for level, items in self.levels.items():
+            spec.update((p, plan.spec) for (p, *_), plan in zip(items, self.plans[level]))
+        for level in range(1, D):
+            self.ahead[level] = [beaver.request_product(ctx, op, spec[a], None if b is None else spec[b], n)
+                                 for _, op, a, b in self.levels[level]]
+        self.ahead[D] = [beaver.request_product(ctx, "mul", spec[h], plan.spec, n) for plan in self.q1_plans]
+
+    def _level_items(self, level):
+        """(power, op, a, b): the products of a level, as exponents of their operands."""
+        half = 1 << (level - 1)
+        return [(p, "square", half, None) if p == 2 * half else (p, "mul", half, p - half)
+                for p in range(half + 1, 2 * half + 1) if p <= self.h]
+
+
+def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=None, sides=(), plan=None):
     """p_k(s) = sum_i c_ki s^i for |s| <= 1 + 2^-9, sharing the powers of s.
 
     s has frac F (_internal_frac).  With d the degree, D = ceil(log2(d + 1))
@@ -244,11 +287,14 @@ def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=
 
     Rounds: 2D (6 for degree 6, 8 for degree 12).  `max_abs` bounds every
     |p_k(s)| (+ extra), which sets G so the last truncation fits the mask budget.
-    `sides` ride along in the product rounds."""
-    F = s.frac
-    d = len(coeff_sets[0]) - 1
-    G = min(2 * F, _max_bits(ctx.params) - 1 - max(0, math.ceil(math.log2(max_abs))))
-    n = s.shape
+    `sides` ride along in the product rounds.  `plan` (a _PolyPlan for the
+    same arguments, made a round before s exists) holds every dealer
+    request; without one they are made here (the products too when s is
+    masked), and the first level's wait a round trip."""
+    if plan is None:
+        plan = _PolyPlan(ctx, None if s.mask is None else s.mask.spec, s.shape, s.frac, coeff_sets,
+                         out_frac, max_abs)
+    F, G, d, n = s.frac, plan.G, plan.d, s.shape
     if d <= 1:
         out = []
         for cs in coeff_sets:
@@ -257,55 +303,45 @@ def _poly(ctx, s: SharedArray, coeff_sets, out_frac: int, max_abs: float, extra=
         if extra is not None:
             out = [_sa(ctx, field.add(v.share, extra(G)), G) for v in out]
         return _trunc(ctx, [(v, G - out_frac, _bits_for(max_abs, G)) for v in out])
-    D = math.ceil(math.log2(d + 1))
-    h = 1 << (D - 1)
-    merged = d - h <= h // 2
+    D, h = plan.D, plan.h
     powers = {1: s}
-    power_bits = 2 * F + 2  # |s^a s^b| < 2 at 2F fractional bits
 
     def q1_raw(cs):
         terms = [(_enc(cs[h + j], F), powers[j].share) for j in range(1, d - h + 1)]
         return _sa(ctx, _lin(ctx, terms, _enc(cs[h], 2 * F), n[0]), 2 * F)
 
-    def q1_bits(cs):
-        return _bits_for(sum(abs(c) for c in cs[h:]) * 1.1, 2 * F)
+    def products(level, items):
+        """A level's products (level D: step 3's), with the side computations' round."""
+        if level in plan.ahead:
+            _products(ctx, [], sides)
+            return [beaver.combine(ctx, op, x, y, c) for (op, x, y), c in zip(items, plan.ahead[level])]
+        return _products(ctx, items, sides)
 
-    q1, q1_plans = None, None
-    q1_specs = [(n, 3 * F - G, q1_bits(cs)) for cs in coeff_sets]
+    q1 = None
+    q1_items = [(3 * F - G, b) for b in plan.q1_bits]
     for level in range(1, D):                                            # step 1
-        half = 1 << (level - 1)
-        targets = [p for p in range(half + 1, 2 * half + 1) if p <= h]
-        last = level == D - 1
-        # every truncation pair of the level (and q1's, at the last) before its product round
-        plans = _plans(ctx, [(n, F, power_bits)] * len(targets) + (q1_specs if last else []))
-        if level == 1 and square is not None:        # s^2 asked for ahead, s masked: no round
-            raw = [beaver.combine(ctx, "square", s, None, square)]   # (sides ride the next product round)
-        else:
-            raw = _products(ctx, [("square", powers[half], None) if p == 2 * half else
-                                  ("mul", powers[half], powers[p - half]) for p in targets], sides)
-        items = [(r, F, power_bits) for r in raw]
-        if merged and last:                                              # step 2 (merged)
-            items += [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets]
-        else:
-            plans, q1_plans = plans[:len(targets)], plans[len(targets):]
-        done = _trunc(ctx, items, plans)
-        for p, r in zip(targets, done[:len(targets)]):
+        raw = products(level, [(op, powers[a], None if b is None else powers[b])
+                               for _, op, a, b in plan.levels[level]])
+        todo, todo_plans = [(r, F, plan.power_bits) for r in raw], list(plan.plans[level])
+        if plan.merged and level == D - 1:                               # step 2 (merged)
+            todo += [(q1_raw(cs), m, b) for cs, (m, b) in zip(coeff_sets, q1_items)]
+            todo_plans += plan.q1_plans
+        done = _trunc(ctx, todo, todo_plans)
+        for (p, *_), r in zip(plan.levels[level], done):
             powers[p] = r
-        if merged and last:
-            q1 = done[len(targets):]
-    out_specs = [(n, G - out_frac, _bits_for(max_abs, G))] * len(coeff_sets)
+        if plan.merged and level == D - 1:
+            q1 = done[len(plan.levels[level]):]
     if q1 is None:                                                       # step 2 (own round)
-        q1 = _trunc(ctx, [(q1_raw(cs), 3 * F - G, q1_bits(cs)) for cs in coeff_sets], q1_plans)
-    out_plans = _plans(ctx, out_specs)
-    top = _products(ctx, [("mul", powers[h], q) for q in q1], sides)      # step 3
+        q1 = _trunc(ctx, [(q1_raw(cs), m, b) for cs, (m, b) in zip(coeff_sets, q1_items)], plan.q1_plans)
+    top = products(D, [("mul", powers[h], q) for q in q1])               # step 3
     out = []
     for cs, t in zip(coeff_sets, top):
         q0 = _lin(ctx, [(_enc(cs[i], G - F), powers[i].share) for i in range(1, h)], _enc(cs[0], G), n[0])
         v = field.add(t.share, q0)
         if extra is not None:
             v = field.add(v, extra(G))
-        out.append((_sa(ctx, v, G), G - out_frac, _bits_for(max_abs, G)))
-    return _trunc(ctx, out, out_plans)
+        out.append((_sa(ctx, v, G),) + plan.out_items)
+    return _trunc(ctx, out, plan.out_plans)
 
 
 # ------------------------------------------------------------ normalisation stage
@@ -331,7 +367,7 @@ def _pow2_halves(lead, table: int):
     return lead.combine(table, [1 << a for a in range(8)], [1 << (8 * b) for b in range(8)])
 
 
-def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
+def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=(), polys=()):
     """Shared first stage: the mantissa s = 4m - 3 at F bits, and scales.
 
     mode "abs": m from |x| (x < 0 allowed); mode "pos": m from max(x, 0).
@@ -346,7 +382,10 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
     4. m rounded to F bits (one round).  Where x = 0 (or x < 0 in "pos"
        mode) m is set to 0.5 so that s stays in [-1, 1].
 
-    Returns (s, lead, round-B results, S, sign, the pending s^2 for _poly)."""
+    `polys` lists the caller's polynomials of s, (coeff_sets, out_frac,
+    max_abs) each: their dealer requests go with m's truncation pair.
+
+    Returns (s, lead, round-B results, S, sign, a _PolyPlan per entry of polys)."""
     params = ctx.params
     k = params.k
     K = k - 1
@@ -363,7 +402,8 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
         items.append(("mul", nz, sign))
     items += list(out_products(lead, sign, S))
     m_plan = _plans(ctx, [((n,), K - F, K + 2)])
-    square = beaver.request_product(ctx, "square", m_plan[0].spec.scaled(4), None, (n,))
+    # s = 4m - 3 will carry the mask of m's truncation, scaled by 4
+    poly_plans = [_PolyPlan(ctx, m_plan[0].spec.scaled(4), (n,), F, *poly) for poly in polys]
     res = _products(ctx, items)                                                                # step 3
     m_int = res[0]
     if mode == "pos":
@@ -374,8 +414,8 @@ def _normalise(ctx, X: np.ndarray, tables, mode: str, out_products=()):
     m_int = field.add(m_int.share, field.mul_pow2(_lin(ctx, [(-1, nz.share)], 1, n), K - 1))
     m = _trunc(ctx, [(_sa(ctx, m_int, K), K - F, K + 2)], m_plan)[0]                           # step 4
     # s = 4m - 3 keeps m's mask (a truncation's output): the polynomial's products of
-    # s open nothing, and s^2's correction was asked for with m's truncation pair.
-    return m * 4 - 3.0, lead, rest, S, nz, square
+    # s open nothing, and their corrections were asked for with m's truncation pair.
+    return m * 4 - 3.0, lead, rest, S, nz, poly_plans
 
 
 # ------------------------------------------------------------ reciprocal and divide
@@ -406,9 +446,10 @@ def reciprocal(x: SharedArray) -> SharedArray:
     K = params.k - 1
     fo = params.f
     X = _flat(x)
-    s, lead, (S_sgn,), S, nz, square = _normalise(ctx, X, [], "abs",
-                                                  lambda lead, sign, S: [("mul", S, sign)])
-    R = _poly(ctx, s, [_RECIPROCAL], fo, 2.0 + 2.0 ** -20, square=square)[0]
+    poly = ([_RECIPROCAL], fo, 2.0 + 2.0 ** -20)
+    s, lead, (S_sgn,), S, nz, (plan,) = _normalise(ctx, X, [], "abs", lambda lead, sign, S: [("mul", S, sign)],
+                                                   [poly])
+    R = _poly(ctx, s, *poly, plan=plan)[0]
     Y = _mul_trunc(ctx, [("mul", R, S_sgn)], [(K - x.frac, _unit_bits(params))])[0]
     return _sa(ctx, Y.share.reshape(x.shape + (field.LIMBS,)), fo)
 
@@ -592,16 +633,18 @@ def sqrt_inv_sqrt(x: SharedArray, want_sqrt: bool = True, want_inv: bool = True)
         return items
 
     X = _flat(x)
-    s, lead, outs, S, nz, square = _normalise(ctx, X, [p[1] for p in plans], "pos", out_products)
+    polys = {"sqrt": _SQRT, "inv_sqrt": _INV_SQRT}
+    together = len({p[2] for p in plans}) == 1
+    poly_args = ([([polys[p[0]] for p in plans], plans[0][2], 1.5)] if together else
+                 [([polys[nm]], F2, 1.5) for nm, _, F2, _, _ in plans])
+    s, lead, outs, S, nz, poly_plans = _normalise(ctx, X, [p[1] for p in plans], "pos", out_products, poly_args)
     # zero the output scales for x < 0: rides along in the polynomial's first product round
     keep = 1 - _sa(ctx, lead.negative)
     zeroed = _Side((lambda: (yield [("mul", so, keep) for so in outs]))())
-    polys = {"sqrt": _SQRT, "inv_sqrt": _INV_SQRT}
-    if len({p[2] for p in plans}) == 1:
-        vals = _poly(ctx, s, [polys[p[0]] for p in plans], plans[0][2], 1.5, sides=[zeroed], square=square)
+    if together:
+        vals = _poly(ctx, s, *poly_args[0], sides=[zeroed], plan=poly_plans[0])
     else:
-        vals = [_poly(ctx, s, [polys[nm]], F2, 1.5, sides=[zeroed], square=square if i == 0 else None)[0]
-                for i, (nm, _, F2, _, _) in enumerate(plans)]
+        vals = [_poly(ctx, s, *args, sides=[zeroed], plan=pp)[0] for args, pp in zip(poly_args, poly_plans)]
     scales = zeroed.value if zeroed.done else zeroed.finish(ctx)
     done = _mul_trunc(ctx, [("mul", v, so) for v, so in zip(vals, scales)],
                       [(shift, bits) for (_, _, _, shift, bits) in plans])
@@ -672,12 +715,12 @@ def log(x: SharedArray) -> SharedArray:
         L_raw = _lin(ctx, [(K, lead.nonzero()), (-1, lead.value(0))], 0, lead.n)
         return [("mul", _sa(ctx, L_raw), sign)]
 
-    s, lead, (L_pos,), S, nz_pos, square = _normalise(ctx, X, [], "pos", out_products)
+    max_abs = max(fx, K - fx) * math.log(2) + 1.0
+    s, lead, (L_pos,), S, nz_pos, (plan,) = _normalise(ctx, X, [], "pos", out_products, [([_LOG], fo, max_abs)])
     # exponent: L for x > 0, 1 where m was set to 0.5 (so log = ln(0.5) + (1 - fx) ln 2)
     L_eff = _lin(ctx, [(1, L_pos.share), (-1, nz_pos.share)], 1, n)
-    max_abs = max(fx, K - fx) * math.log(2) + 1.0
     extra = lambda G: _lin(ctx, [(_enc(math.log(2), G), L_eff)], -fx * _enc(math.log(2), G), n)  # noqa: E731
-    y = _poly(ctx, s, [_LOG], fo, max_abs, extra=extra, square=square)[0]
+    y = _poly(ctx, s, [_LOG], fo, max_abs, extra=extra, plan=plan)[0]
     return _sa(ctx, y.share.reshape(x.shape + (field.LIMBS,)), fo)
 
 
@@ -840,11 +883,14 @@ def exp(x: SharedArray) -> SharedArray:
     mW, u, b_w, (lt_lo, lt_hi), _ = _exp_split(ctx, x, plan, [T_lo, T_hi], False)        # steps 1-3
     n = mW.n
     phi, u_val = _phi_raw(ctx, mW, plan, u, b_w)
-    s = _trunc(ctx, [(_sa(ctx, _s_raw(ctx, plan, phi, u_val), plan.M + plan.G1),
-                      plan.M + plan.G1 - plan.F, plan.M + plan.G1 + 3)])[0]              # step 4
+    s_item = (plan.M + plan.G1 - plan.F, plan.M + plan.G1 + 3)
+    s_plan = _plans(ctx, [((n,),) + s_item])
+    poly = ([_EXP2], fo, 2.0 + 2.0 ** -8)
+    poly_plan = _PolyPlan(ctx, s_plan[0].spec, (n,), plan.F, *poly)     # requested with s's pair
+    s = _trunc(ctx, [(_sa(ctx, _s_raw(ctx, plan, phi, u_val), plan.M + plan.G1),) + s_item], s_plan)[0]  # 4
     in_range = _sa(ctx, field.sub(lt_hi, lt_lo))
     tree = _Side(_product_tree(_pow2_factors(ctx, u, plan.nb) + [in_range]))
-    P = _poly(ctx, s, [_EXP2], fo, 2.0 + 2.0 ** -8, sides=[tree])[0]                      # step 5
+    P = _poly(ctx, s, *poly, sides=[tree], plan=poly_plan)[0]                             # step 5
     T = tree.finish(ctx)
     # T = 2^(n + bias) for x in range; 2^(n + fo) = T 2^(fo - bias), exact there (n >= -fo)
     T = _sa(ctx, field.mul_pow2(T.share, fo - plan.bias))
@@ -863,7 +909,7 @@ def sigmoid(x: SharedArray) -> SharedArray:
 
     Accuracy: absolute error <= 2 units in the last place (|error| <= 2^-27).
 
-    Protocol (23 rounds; at most 27):
+    Protocol (22 rounds; at most 27):
 
     1-3. as exp (8 rounds), with a third test [x < 0] in the same circuits;
        the bits of u for -|x| are those of x's split, complemented for
@@ -873,7 +919,8 @@ def sigmoid(x: SharedArray) -> SharedArray:
     5. e = e^-|x| = 2^t 2^(n') in (0, 1] at F bits: polynomial (6), product
        with the tree's 2^(n' + 32) and shift (2);
     6. r = 1/(1 + e): (1 + e)/2 in (0.5, 1] needs no normalisation, so the
-       degree-12 reciprocal polynomial in s = 2e - 1 gives it directly (8);
+       degree-12 reciprocal polynomial in s = 2e - 1 gives it directly (7:
+       s keeps the mask of e's truncation, with which its products were asked for);
     7. sigmoid = [x<0] + (1 - 2 [x<0]) r (one product round).
 
     Tuples per element: 428 AND gates, 16 daBits, 2 rbits, 21 Beaver
@@ -899,16 +946,24 @@ def sigmoid(x: SharedArray) -> SharedArray:
     neg_phi = _products(ctx, [("mul", neg, _sa(ctx, phi))])[0]                                   # 4
     phi_f = _lin(ctx, [(2, neg_phi.share), (-1, phi), (-(1 << plan.M), lt0)], 1 << plan.M, n)
     uf_val = _lin(ctx, [(1 << b, u_flip[b]) for b in range(plan.nb)], 0, n)
-    s = _trunc(ctx, [(_sa(ctx, _s_raw(ctx, plan, phi_f, uf_val), plan.M + plan.G1),
-                      plan.M + plan.G1 - F, plan.M + plan.G1 + 3)])[0]
+    s_item = (plan.M + plan.G1 - F, plan.M + plan.G1 + 3)
+    s_plan = _plans(ctx, [((n,),) + s_item])
+    poly = ([_EXP2], F, 2.0 + 2.0 ** -8)
+    poly_plan = _PolyPlan(ctx, s_plan[0].spec, (n,), F, *poly)           # requested with s's pair
+    s = _trunc(ctx, [(_sa(ctx, _s_raw(ctx, plan, phi_f, uf_val), plan.M + plan.G1),) + s_item], s_plan)[0]
     in_range = _sa(ctx, field.sub(lt_hi, lt_lo))
     tree = _Side(_product_tree(_pow2_factors(ctx, u_flip, plan.nb) + [in_range]))
-    P = _poly(ctx, s, [_EXP2], F, 2.0 + 2.0 ** -8, sides=[tree])[0]                              # 5
+    P = _poly(ctx, s, *poly, sides=[tree], plan=poly_plan)[0]                                    # 5
     T = tree.finish(ctx)                                   # 2^(n' + bias), -n_max <= n' <= -1
     T = _sa(ctx, field.mul_pow2(T.share, n_max - plan.bias))           # 2^(n' + n_max), exact in range
-    e = _mul_trunc(ctx, [("mul", P, T)], [(n_max, F + n_max + 2)])[0]      # e^-|x| at F bits
-    s2 = _sa(ctx, _lin(ctx, [(2, e.share)], -(1 << F), n), F)        # 2e - 1 in [-1, 1]
-    R = _poly(ctx, s2, [_RECIPROCAL], fo - 1, 2.0 + 2.0 ** -20)[0]   # 2/(1+e) at fo - 1 bits  # 6
+    e_item = (n_max, F + n_max + 2)
+    e_plan = _plans(ctx, [((n,),) + e_item])
+    recip = ([_RECIPROCAL], fo - 1, 2.0 + 2.0 ** -20)                 # 2/(1+e) at fo - 1 bits
+    recip_plan = _PolyPlan(ctx, e_plan[0].spec.scaled(2), (n,), F, *recip)   # s2 = 2e - 1 keeps e's mask
+    e = _trunc(ctx, [(_products(ctx, [("mul", P, T)])[0],) + e_item], e_plan)[0]
+    e = SharedArray(ctx, e.share, F, e.mask)                         # e^-|x| at F bits (T held 2^n_max)
+    s2 = e * 2 - 1.0                                                 # 2e - 1 in [-1, 1], e's mask
+    R = _poly(ctx, s2, *recip, plan=recip_plan)[0]                                               # 6
     r = SharedArray(ctx, R.share, fo, R.mask)                         # = 1/(1+e) at fo bits (same encoding)
     signed = _products(ctx, [("mul", 1 - 2 * neg, r)])[0]                                        # 7
     y = field.add(signed.share, field.mul_pow2(neg.share, fo))

@@ -273,10 +273,13 @@ def test_other_formats_and_node_counts(params, nodes):
         assert_accurate(name, xe, apply(name, xe, params.f, nodes, params), params.f, f" k={params.k}")
 
 
-# Hops beyond rounds, measured (the polynomial's product rounds still wait for their
-# c: 2 hops each).  With the truncation pairs requested in the round after the one
-# that used them, 11 to 22 more (reciprocal 43 hops, now 32; divide 49, now 36).
-HOPS_OVER_ROUNDS = {"reciprocal": 8, "sqrt": 8, "inv_sqrt": 8, "log": 8, "exp": 5, "sigmoid": 10, "divide": 9}
+# Hops beyond rounds: measured + 1 (the dealer batches what is pending when it
+# answers, so a wait can move by one).  Measured 5, 4, 4, 3, 6, 6, 10 since the
+# polynomial's products and truncation pairs are requested with the truncation
+# that makes s (were 8, 8, 8, 8, 5, 10, 9: each later product round waited 2
+# hops for its c); with the truncation pairs requested in the round after the
+# one that used them, 11 to 22 more (reciprocal 43 hops, now 28).
+HOPS_OVER_ROUNDS = {"reciprocal": 6, "sqrt": 5, "inv_sqrt": 5, "log": 4, "exp": 7, "sigmoid": 7, "divide": 11}
 
 
 def _rounds_job(ctx):
@@ -296,7 +299,7 @@ def test_documented_round_counts():
     that comes out of a truncation already masked), and few more hops than
     rounds: truncation pairs are requested with the products before them."""
     rounds = run_threads(3, _rounds_job, ())[0]
-    documented = {"reciprocal": 24, "sqrt": 24, "inv_sqrt": 24, "log": 22, "exp": 17, "sigmoid": 23, "divide": 27}
+    documented = {"reciprocal": 24, "sqrt": 24, "inv_sqrt": 24, "log": 22, "exp": 17, "sigmoid": 22, "divide": 27}
     assert all(rounds[name] <= documented[name] for name in documented), rounds
     assert all(rounds[name] >= 8 for name in documented), rounds    # the bit machinery alone takes 8
     assert all(rounds[name + "/hops"] <= rounds[name] + HOPS_OVER_ROUNDS[name] for name in documented), rounds
