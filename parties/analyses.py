@@ -163,6 +163,8 @@ def gwas_inputs(ctx, cohort, options):
             except ValueError as exc:
                 raise InputError(str(exc)) from None
             pcs, n_pca, eigenvalues = res.pcs, res.n_snps, res.eigenvalues
+            if res.ritz is not None:              # the analyst's Rayleigh-Ritz matrix (pca step 4)
+                output(ctx, res.ritz, pca_protocol.EIGENVALUES)
             ctx.save("pca", {"pcs": pcs, "n_pca": n_pca, "eigenvalues": eigenvalues})
         else:
             pcs, n_pca, eigenvalues = saved["pcs"], saved["n_pca"], saved.get("eigenvalues")
@@ -238,21 +240,33 @@ def _write_pca_files(result, out_dir) -> list:
     """pca.eigenval (PLINK's scale) and pca_eigenvalues.png when the policy
     released the eigenvalues; pcs.tsv when it released the PCs: the ordered
     PC1..PCk (each signed so that its largest entry is positive) when the
-    eigenvalues were revealed to the nodes, else an orthonormal basis of the
-    PC subspace (header BASIS1..), plus pcs.png (PC1 against PC2, by site)."""
+    eigenvalues were released too, else an orthonormal basis of the PC
+    subspace (header BASIS1..), plus pcs.png (PC1 against PC2, by site).
+
+    The eigenvalues come from the nodes (revealed to them: the PCs are then
+    ordered already) or, to the analyst alone, as B = Uᵀ S U: its
+    eigenvectors V rotate the basis into the Ritz vectors, PCs = basis V."""
     from parties import report
 
     pub, files = result.public, []
     values = pub.get("pca_eigenvalues")
+    pcs = result.outputs.get(("gwas.pcs", None))
+    ordered = bool(pub.get("pcs_ordered"))
+    ritz = result.outputs.get((pca_protocol.EIGENVALUES, None))
+    if ritz is not None:
+        ritz = np.asarray(ritz, dtype=float)
+        w, V = np.linalg.eigh((ritz + ritz.T) / 2.0)
+        order = np.argsort(-w, kind="stable")
+        values = (w[order] * sum(pub["kept_counts"].values())).tolist()
+        if pcs is not None:
+            pcs, ordered = np.asarray(pcs, dtype=float) @ V[:, order], True
     if values is not None:
         np.savetxt(out_dir / "pca.eigenval", np.asarray(values), fmt="%.10g")
         report.scree(out_dir / "pca_eigenvalues.png", values, f"{pub['pheno']}: PCA eigenvalues")
         files += ["pca.eigenval", "pca_eigenvalues.png"]
-    pcs = result.outputs.get(("gwas.pcs", None))
     if pcs is None:
         return files
     pcs = np.asarray(pcs, dtype=float)
-    ordered = bool(pub.get("pcs_ordered"))
     if ordered:
         lead = pcs[np.argmax(np.abs(pcs), axis=0), np.arange(pcs.shape[1])]
         pcs = pcs * np.where(lead < 0, -1.0, 1.0)

@@ -154,7 +154,7 @@ WALD_STATUS = ("collinear", "no_convergence", "ill_conditioned")
 
 def _gwas_logistic_finalize(result, options, out_dir):
     from parties import report
-    from parties.analyses import _write_qc_files
+    from parties.analyses import _write_pca_files, _write_qc_files
 
     pub = result.public
     snps, keep = _write_qc_files(result, out_dir)
@@ -189,6 +189,7 @@ def _gwas_logistic_finalize(result, options, out_dir):
     if pub.get("sample_keep") is not None:
         np.savetxt(out_dir / "qc_sample_keep.txt", np.array(pub["sample_keep"], dtype=int), fmt="%d")
         files.append("qc_sample_keep.txt")
+    files += _write_pca_files(result, out_dir)
     title = f"{pub['pheno']}: logistic score test, {pub['pcs']} PCs"
     report.manhattan(out_dir / "manhattan.png", snps.chrom[keep], snps.pos[keep], chisq[keep], title)
     report.qq(out_dir / "qq.png", chisq[keep], title)

@@ -31,6 +31,11 @@ with site-mean imputation).  Protocol:
      eigenspace, but its columns are a rotation of the eigenvectors: PCs = Q U
      is an orthonormal basis of the PC subspace (all the association needs),
      not the individual axes.
+     When the policy lists ``gwas.pca_eigenvalues`` for the analyst only,
+     B = Uᵀ S U (k x k, 2 rounds) goes to the analyst (``ritz``), who takes
+     the eigenvalues from it and, with the PCs, rotates the basis into the
+     Ritz vectors PC1..PCk (Rayleigh–Ritz in the top-k subspace); the nodes
+     learn nothing.
    - the policy lists ``gwas.pca_eigenvalues`` for the nodes: the nodes learn
      S's l eigenvalues (N1 sigma_i^2 are PLINK's .eigenval of the genetic
      relationship matrix) through H = Rᵀ S R with a secret Haar-random
@@ -64,10 +69,11 @@ from protocols.common import scale_public
 from protocols.genotype_products import GenotypeMatrix
 from protocols.reference import NS_FINISH_STEPS, ld_thin, ns_steps_carry, ns_steps_eig, ns_steps_start
 
-POLICY = {}          # PCs stay secret; a study may add "gwas.pcs" = ["analyst"] to output them
 EIGENVALUES = "gwas.pca_eigenvalues"
-"""The policy entry under which the nodes (and, if listed, the analyst) learn the
-l eigenvalues of the small eigenproblem (step 4): not in a new study's policy."""
+"""The policy entry of the PCA eigenvalues (step 4): a new study lets the analyst
+have them (computed in MPC, 2 rounds); listing the nodes too reveals the small
+eigenproblem's spectrum to them (fewer rounds, ordered PCs for every use)."""
+POLICY = {EIGENVALUES: ("analyst",)}   # PCs stay secret; a study may add "gwas.pcs" = ["analyst"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class PcaResult:
     snp_mask: np.ndarray      # public: the M3 SNPs used
     n_snps: int
     eigenvalues: np.ndarray | None = None   # known to the nodes when the policy lets them (step 4): PLINK's scale
+    ritz: SharedArray | None = None         # B = Uᵀ S U for the analyst (step 4), when only the analyst may see them
 
 
 def eigenvalues_revealed(ctx) -> bool:
@@ -291,12 +298,17 @@ def run_pca(ctx, cohort, qc, opts: PcaOptions) -> PcaResult:
         # S's eigenvalues are the sigma_i^2 <= ||X||_F^2 ~ 1: bound 1 holds without
         # normalising by the trace (which cost a reciprocal, 24 rounds).
         S = beaver.fixed_products(ctx, [("matmul", Zt.T, Zt)], fmt=fmt)[0]
-        values = None
+        values, ritz = None, None
         if rotated:
             U, values = eigh_rotated(ctx, S, rotation, opts.k, EIGENVALUES, fmt)
             values = values * qc.n_kept           # eigenvalues of X_std X_stdᵀ / M3 (PLINK's GRM)
+            pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
         else:
             U = _top_eigenspace(ctx, S, opts.k, opts.eig_iters, ns_steps_eig(qc.n_kept), finish, fmt)
-        pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
+            if ctx.policy.allows(EIGENVALUES, "analyst"):
+                pcs, SU = beaver.fixed_products(ctx, [("matmul", Q, U), ("matmul", S, U)], fmt=fmt)
+                ritz = beaver.fixed_products(ctx, [("matmul", U.T, SU)], fmt=fmt)[0]
+            else:
+                pcs = beaver.fixed_products(ctx, [("matmul", Q, U)], fmt=fmt)[0]
         ctx.progress("pca", steps, steps)
-    return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3, eigenvalues=values)
+    return PcaResult(pcs=pcs, snp_mask=mask, n_snps=m3, eigenvalues=values, ritz=ritz)

@@ -63,11 +63,10 @@ study_dir="$out/study"
 rm -rf "$study_dir"
 echo "== creating a study with $nodes nodes and providers $providers"
 # The demo study also lets the analyst see Kaplan-Meier curves (steps with fewer than
-# --km-min-at-risk patients at risk suppressed), the PCA eigenvalues (the nodes learn
-# them too: the PCs are then PC1..PCk, not a basis of their span) and the PCs
-# themselves (individual-level: a PC plot); a real study decides that in its policy.
+# --km-min-at-risk patients at risk suppressed) and the PCs (individual-level: a PC
+# plot); a real study decides that in its policy.
 study=$(mpcgwas init-study --out "$study_dir" --nodes "$nodes" --providers "$providers" \
-        --allow logrank.km=analyst --allow gwas.pca_eigenvalues=nodes,analyst --allow gwas.pcs=analyst)
+        --allow logrank.km=analyst --allow gwas.pcs=analyst)
 
 pids=()
 cleanup() {
