@@ -50,7 +50,7 @@ OPTIONS = {"pheno": "CASE", "covar_names": "AGE", "mind": 0.1, "geno": 0.1, "maf
 
 # The reveals of the gwas pipeline (QC, PCA, trend test with covariates) and their recipients.
 GWAS_REVEALS = {("qc.sample_keep", "nodes"), ("qc.sample_counts", "analyst"), ("qc.snp_keep", "nodes"),
-                ("gwas.covariate_check", "nodes"), ("gwas.r", "analyst")}
+                ("gwas.covariate_check", "nodes"), ("gwas.r", "analyst"), ("gwas.pca_eigenvalues", "analyst")}
 
 HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -285,6 +285,8 @@ def test_reveal_log_lists_exactly_the_policy_reveals(gwas_run, study):
     assert shapes["qc.sample_keep"] == {(summary["samples_before_qc"],)}
     assert shapes["qc.snp_keep"] == {(summary["snps_before_qc"],)}
     assert shapes["gwas.r"] == {(summary["snps_tested"],)}
+    # The PCA eigenvalues: the analyst's k x k Rayleigh-Ritz matrix (never the nodes by default).
+    assert shapes["gwas.pca_eigenvalues"] == {(OPTIONS["pcs"], OPTIONS["pcs"])}
     # Every node logged the same reveals as node0 reported to the analyst.
     expected = collections.Counter((r["name"], tuple(r["shape"]), r["to"]) for r in summary["reveals"])
     for i in range(study.study.n_nodes):
