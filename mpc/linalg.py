@@ -347,9 +347,10 @@ def eigh_rotated(ctx, S: SharedArray, rotation, k: int, name: str, fmt: Params |
 
     H is S in a secret, uniformly random orthonormal basis R (`rotation`, from
     request_rotation in the same format): its distribution depends only on
-    S's eigenvalues, which is all the nodes learn.  The leading node computes H = V Λ Vᵀ (numpy) and sends the
-    top-k columns C of V and their eigenvalues to the others (one opening: every
-    node then uses bit-identical C, whatever its LAPACK); U = R C.
+    S's eigenvalues, which is all the nodes learn.  The leading node computes
+    H = V Λ Vᵀ (numpy) and sends the top-k columns C of V and their
+    eigenvalues to the others (one opening: every node then uses
+    bit-identical C, whatever its LAPACK); U = R C.
 
     Rounds: 5 (R's mask, SR's truncation, the reveal, the leader's C, U's
     truncation); nothing waits for the dealer when R was requested ahead.

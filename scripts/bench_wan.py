@@ -64,8 +64,9 @@ def main(argv=None):
     sites = sites_for(args.workload, work)
     for delay in [float(d) for d in args.delays.split(",")]:
         out = work / f"delay{delay:g}"
+        allow = [a for entry in args.allow for a in ("--allow", entry)]
         cmd = [str(ROOT / "scripts" / "netns_study.sh"), "--delay-ms", f"{delay:g}", "--rate", args.rate,
-               "--analyses", "gwas", "--out", str(out)] + [a for e in args.allow for a in ("--allow", e)] + OPTIONS[args.workload] + sites
+               "--analyses", "gwas", "--out", str(out)] + allow + OPTIONS[args.workload] + sites
         subprocess.run(cmd, check=True)
         s = json.loads((out / "summary.json").read_text())["gwas"]
         rows.append((delay, s["seconds"], max(s["rounds"].values()), max(s.get("hops", {0: 0}).values()),
