@@ -51,7 +51,8 @@ specs of values that do not exist yet (plan_t_times, plan_times,
 mpc.linalg.plan_orth): a Newton–Schulz step costs 2 one-way latencies, the
 whole PCA about 1.04 hops per round.
 
-Nothing is revealed: the PCs feed the association test as shares.
+Nothing is revealed to the nodes unless the policy lists gwas.pca_eigenvalues for
+them (step 4): the PCs feed the association test as shares.
 Working format: mpc.linalg.wide (36 fractional bits with sigma = 40).
 """
 from __future__ import annotations
