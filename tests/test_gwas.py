@@ -179,12 +179,17 @@ def test_qc_keep_sets_equal_plink2(study, tmp_path):
     assert ours == plink_snps
 
 
+def _pca_snps(plain):
+    """The PCA's SNPs by the reference: QC-kept, polymorphic, LD-thinned."""
+    r = _reference_qc(plain)
+    poly = r.snp_keep & (r.alt_freq > 0) & (r.alt_freq < 1)
+    return ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+
+
 def test_pcs_match_reference_and_real_axes(study):
     keep, _, _, tested, pcs, _ = study["runs"]["pcs"]["result"]
     plain, truth = study["plain"], study["truth"]
-    r = _reference_qc(plain)
-    poly = r.snp_keep & (r.alt_freq > 0) & (r.alt_freq < 1)
-    mask = ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+    mask = _pca_snps(plain)
     kw = dict(k=OPTIONS["pcs"], oversample=OPTIONS["pca_oversample"], iters=OPTIONS["pca_iters"],
               eig_iters=OPTIONS["pca_eig_iters"], seed=OPTIONS["pca_seed"], site=plain["site"])
     rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, **kw)
@@ -206,9 +211,7 @@ def test_ordered_pcs_and_eigenvalues(study):
         pytest.skip("the daemon run (MPCGWAS_GWAS_SCALE) checks the default PCA only")
     keep, _, _, _, pcs, public = study["runs"]["ordered"]["result"]
     plain, truth = study["plain"], study["truth"]
-    r = _reference_qc(plain)
-    poly = r.snp_keep & (r.alt_freq > 0) & (r.alt_freq < 1)
-    mask = ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+    mask = _pca_snps(plain)
     rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, k=OPTIONS["pcs"],
                  oversample=OPTIONS["pca_oversample"], iters=OPTIONS["pca_iters"], seed=OPTIONS["pca_seed"],
                  site=plain["site"], eig="rotated")
@@ -237,9 +240,7 @@ def test_analyst_eigenvalues_and_ordered_pcs_without_a_node_reveal(study):
     keep, _, _, _, pcs, _ = study["runs"]["pcs"]["result"]
     B = study["runs"]["pcs"]["ritz"]
     plain, truth = study["plain"], study["truth"]
-    r = _reference_qc(plain)
-    poly = r.snp_keep & (r.alt_freq > 0) & (r.alt_freq < 1)
-    mask = ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+    mask = _pca_snps(plain)
     rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, k=OPTIONS["pcs"],
                  oversample=OPTIONS["pca_oversample"], iters=OPTIONS["pca_iters"],
                  eig_iters=OPTIONS["pca_eig_iters"], seed=OPTIONS["pca_seed"], site=plain["site"])
@@ -268,9 +269,7 @@ def test_eigenvalues_match_plink2_pca(study, tmp_path):
         pytest.skip("the daemon run (MPCGWAS_GWAS_SCALE) checks the default PCA only")
     keep, _, _, _, _, public = study["runs"]["ordered"]["result"]
     plain, truth = study["plain"], study["truth"]
-    r = _reference_qc(plain)
-    poly = r.snp_keep & (r.alt_freq > 0) & (r.alt_freq < 1)
-    mask = ref.ld_thin(plain["snps"].chrom, plain["snps"].pos, poly, OPTIONS["ld_dist"])
+    mask = _pca_snps(plain)
     prefix = plinkutil.merge_sites(study["sites"], tmp_path / "pooled")
     ids = np.array([l.split()[1] for l in (tmp_path / "pooled.fam").read_text().splitlines()])
     (tmp_path / "keep.txt").write_text("\n".join(f"{i}\t{i}" for i in ids[keep]) + "\n")
