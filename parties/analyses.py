@@ -236,6 +236,18 @@ def _write_qc_files(result, out_dir):
     return snps, keep
 
 
+def ritz_pcs(ritz, n1: int, basis=None):
+    """The analyst's Rayleigh-Ritz step (protocols.pca step 4): from B = Uᵀ S U,
+    the eigenvalues in decreasing order on PLINK's scale (N1 times B's) and,
+    given the released basis Q U, the PCs PC1..PCk = Q U V (V: B's
+    eigenvectors in that order); None for the PCs without a basis."""
+    ritz = np.asarray(ritz, dtype=float)
+    w, V = np.linalg.eigh((ritz + ritz.T) / 2.0)
+    order = np.argsort(-w, kind="stable")
+    pcs = None if basis is None else np.asarray(basis, dtype=float) @ V[:, order]
+    return (w[order] * n1).tolist(), pcs
+
+
 def _write_pca_files(result, out_dir) -> list:
     """pca.eigenval (PLINK's scale) and pca_eigenvalues.png when the policy
     released the eigenvalues; pcs.tsv when it released the PCs: the ordered
@@ -254,12 +266,8 @@ def _write_pca_files(result, out_dir) -> list:
     ordered = bool(pub.get("pcs_ordered"))
     ritz = result.outputs.get((pca_protocol.EIGENVALUES, None))
     if ritz is not None:
-        ritz = np.asarray(ritz, dtype=float)
-        w, V = np.linalg.eigh((ritz + ritz.T) / 2.0)
-        order = np.argsort(-w, kind="stable")
-        values = (w[order] * sum(pub["kept_counts"].values())).tolist()
-        if pcs is not None:
-            pcs, ordered = np.asarray(pcs, dtype=float) @ V[:, order], True
+        values, pcs = ritz_pcs(ritz, sum(pub["kept_counts"].values()), pcs)
+        ordered = pcs is not None
     if values is not None:
         np.savetxt(out_dir / "pca.eigenval", np.asarray(values), fmt="%.10g")
         report.scree(out_dir / "pca_eigenvalues.png", values, f"{pub['pheno']}: PCA eigenvalues")

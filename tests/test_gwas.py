@@ -21,7 +21,8 @@ samples and SNPs) is masked as providers do and analysed by dealer + 3 nodes
 
 Scale: 1200 samples x 4000 SNPs by default (threads, ~20 s).  The issue's full
 scale runs through the real daemons (the analyst's files: a study policy that
-also lets the analyst see the sample keep mask and the PCs) with
+also lets the analyst see the sample keep mask and the PCs, and a second study
+that reveals the PCA eigenvalues to the nodes) with
 
     MPCGWAS_GWAS_SCALE=2000x20000 python -m pytest tests/test_gwas.py -v
 """
@@ -35,7 +36,7 @@ from bed_reader import open_bed
 
 from mpc.reveal import reveal
 from parties import report
-from parties.analyses import gwas_inputs
+from parties.analyses import gwas_inputs, ritz_pcs
 from parties.cohort import StoredCohort
 from parties.harness import run_threads
 from parties.local import LocalStudy
@@ -77,31 +78,41 @@ def _r_from(outputs_per_node, name="gwas.r"):
 
 
 def _daemon_runs(root, sites):
-    """The same two runs through dealer + 3 node daemons, read back from the analyst's files."""
-    # Two threads per node for the genotype passes: the daemons' threaded path (--workers).
-    study = LocalStudy(root / "study", timeout=30.0, block_snps=1024, workers=2,
-                       policy={"qc.sample_keep": ["nodes", "analyst"], "gwas.pcs": ["analyst"]})
+    """The same three runs through dealer + 3 node daemons, read back from the
+    analyst's files (the "ordered" run in a study whose policy reveals the
+    PCA eigenvalues to the nodes)."""
     runs = {}
-    try:
-        for s, name in zip(sites, ("site1", "site2", "site3")):
-            study.submit(s, name)
-        for label, pcs in (("pcs", OPTIONS["pcs"]), ("nopcs", 0)):
-            out = root / f"out_{label}"
-            summary = study.run("gwas", out, **dict(OPTIONS, pcs=pcs))
-            print(f"{label}: {summary['seconds']} s, phases {summary['phases']}")
-            keep = np.loadtxt(out / "qc_sample_keep.txt", dtype=int).astype(bool)
-            qc = plinkutil.read_table(out / "qc_snps.tsv")
-            snp_keep = qc["KEPT"].astype(bool)
-            reason = np.where(qc["REASON"] == ".", "", qc["REASON"]).astype("<U4")
-            gw = plinkutil.read_table(out / "gwas.tsv")
-            chisq = dict(zip(gw["ID"], gw["CHISQ"].astype(float)))
-            tested = np.array([np.isfinite(chisq.get(i, np.nan)) for i in qc["ID"]])
-            r = np.sqrt(np.array([chisq[i] for i in qc["ID"][tested]]) / keep.sum())
-            pcs_open = np.loadtxt(out / "pcs.tsv", ndmin=2, skiprows=1) if pcs else None
-            runs[label] = {"result": (keep, snp_keep, reason, tested, pcs_open, summary), "r": r}
-    finally:
-        study.close()
+    released = {"qc.sample_keep": ["nodes", "analyst"], "gwas.pcs": ["analyst"]}
+    for name, policy, labels in (("study", released, ("pcs", "nopcs")),
+                                 ("study_ordered", {**released, pca.EIGENVALUES: ["nodes", "analyst"]}, ("ordered",))):
+        # Two threads per node for the genotype passes: the daemons' threaded path (--workers).
+        study = LocalStudy(root / name, timeout=30.0, block_snps=1024, workers=2, policy=policy)
+        try:
+            for s, site in zip(sites, ("site1", "site2", "site3")):
+                study.submit(s, site)
+            for label in labels:
+                runs[label] = _daemon_run(study, root / f"out_{label}", OPTIONS["pcs"] if label != "nopcs" else 0)
+        finally:
+            study.close()
     return runs
+
+
+def _daemon_run(study, out, pcs):
+    summary = study.run("gwas", out, **dict(OPTIONS, pcs=pcs))
+    print(f"{out.name}: {summary['seconds']} s, phases {summary['phases']}")
+    keep = np.loadtxt(out / "qc_sample_keep.txt", dtype=int).astype(bool)
+    qc = plinkutil.read_table(out / "qc_snps.tsv")
+    snp_keep = qc["KEPT"].astype(bool)
+    reason = np.where(qc["REASON"] == ".", "", qc["REASON"]).astype("<U4")
+    gw = plinkutil.read_table(out / "gwas.tsv")
+    chisq = dict(zip(gw["ID"], gw["CHISQ"].astype(float)))
+    tested = np.array([np.isfinite(chisq.get(i, np.nan)) for i in qc["ID"]])
+    r = np.sqrt(np.array([chisq[i] for i in qc["ID"][tested]]) / keep.sum())
+    pcs_open = np.loadtxt(out / "pcs.tsv", ndmin=2, skiprows=1) if pcs else None     # PC1.. (ordered)
+    values = np.loadtxt(out / "pca.eigenval", ndmin=1) if pcs else None
+    return {"result": (keep, snp_keep, reason, tested, pcs_open, summary), "r": r,
+            "pca_rounds": summary["phases"].get("pca", {}).get("rounds"), "eigenvalues": values,
+            "ordered": pcs_open}
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +143,15 @@ def study(tmp_path_factory):
             opts = dict(OPTIONS, pcs=pcs)
             out = run_threads(3, _node, (subs, opts), extra_seeds=seeds, policy=policy, full=True, timeout=900)
             outputs = [o["outputs"] for o in out[:3]]
-            runs[label] = {"result": out[0]["result"], "r": _r_from(outputs), "traffic": out[0]["traffic"],
-                           "ritz": _r_from(outputs, pca.EIGENVALUES)}
+            keep, pcs_open, public = out[0]["result"][0], out[0]["result"][4], out[0]["result"][5]
+            ritz = _r_from(outputs, pca.EIGENVALUES)
+            if ritz is not None:          # what the analyst makes of B = Uᵀ S U (parties.analyses)
+                values, ordered = ritz_pcs(ritz, int(keep.sum()), pcs_open)
+            else:                         # revealed to the nodes: the PCs came ordered
+                values, ordered = public.get("pca_eigenvalues"), pcs_open
+            runs[label] = {"result": out[0]["result"], "r": _r_from(outputs),
+                           "pca_rounds": out[0]["traffic"].get("pca", {}).get("rounds"),
+                           "eigenvalues": None if values is None else np.asarray(values), "ordered": ordered}
     allg = np.vstack(G)
     plain = {
         "dosage": np.where(allg < 0, 0, allg), "missing": allg < 0, "het": allg == 1,
@@ -207,9 +225,8 @@ def test_ordered_pcs_and_eigenvalues(study):
     axes within 0.99 of the exact PCs — and the eigenvalues (PLINK's GRM
     scale) within 1e-6 relative of the reference's, the real axes' within 2 %
     of the exact ones.  The PCA costs 200 rounds fewer than without."""
-    if "ordered" not in study["runs"]:
-        pytest.skip("the daemon run (MPCGWAS_GWAS_SCALE) checks the default PCA only")
-    keep, _, _, _, pcs, public = study["runs"]["ordered"]["result"]
+    run = study["runs"]["ordered"]
+    keep, pcs = run["result"][0], run["ordered"]
     plain, truth = study["plain"], study["truth"]
     mask = _pca_snps(plain)
     rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, k=OPTIONS["pcs"],
@@ -218,14 +235,14 @@ def test_ordered_pcs_and_eigenvalues(study):
     cos = np.abs(np.sum(pcs * rp.pcs, axis=0))
     assert cos.min() >= 0.9999, cos
     n1 = int(keep.sum())
-    values = np.array(public["pca_eigenvalues"])
+    values = run["eigenvalues"]
     np.testing.assert_allclose(values, n1 * rp.eigenvalues, rtol=1e-6)
     assert np.all(np.diff(values) <= 0)
     n_real = len(set(truth.population.tolist())) - 1
     exact = ref.pca_exact(plain["dosage"], plain["missing"], keep, mask, k=n_real, site=plain["site"])
     assert np.abs(np.sum(pcs[:, :n_real] * exact.pcs, axis=0)).min() >= 0.99
     np.testing.assert_allclose(values[:n_real], n1 * exact.singular_values ** 2, rtol=0.02)
-    rounds = {label: study["runs"][label]["traffic"]["pca"]["rounds"] for label in ("pcs", "ordered")}
+    rounds = {label: study["runs"][label]["pca_rounds"] for label in ("pcs", "ordered")}
     assert rounds["pcs"] - rounds["ordered"] >= 200, rounds
 
 
@@ -235,25 +252,19 @@ def test_analyst_eigenvalues_and_ordered_pcs_without_a_node_reveal(study):
     B = Uᵀ S U within 1e-5 relative and, on the real axes, the exact PCA
     within 2 %; the basis rotated by its eigenvectors gives the real axes
     individually (cosines >= 0.99).  The nodes revealed nothing for it."""
-    if study["runs"]["pcs"].get("ritz") is None:
-        pytest.skip("the daemon run (MPCGWAS_GWAS_SCALE) checks the default PCA only")
-    keep, _, _, _, pcs, _ = study["runs"]["pcs"]["result"]
-    B = study["runs"]["pcs"]["ritz"]
+    run = study["runs"]["pcs"]
+    keep, values, ordered = run["result"][0], run["eigenvalues"], run["ordered"]
     plain, truth = study["plain"], study["truth"]
     mask = _pca_snps(plain)
     rp = ref.pca(plain["dosage"], plain["missing"], keep, mask, k=OPTIONS["pcs"],
                  oversample=OPTIONS["pca_oversample"], iters=OPTIONS["pca_iters"],
                  eig_iters=OPTIONS["pca_eig_iters"], seed=OPTIONS["pca_seed"], site=plain["site"])
     n1 = int(keep.sum())
-    w, V = np.linalg.eigh((B + B.T) / 2)
-    order = np.argsort(-w)
-    values, V = n1 * w[order], V[:, order]
     expected = n1 * np.sort(np.linalg.eigvalsh(rp.u.T @ rp.s @ rp.u))[::-1]
     np.testing.assert_allclose(values, expected, rtol=1e-5)
     n_real = len(set(truth.population.tolist())) - 1
     exact = ref.pca_exact(plain["dosage"], plain["missing"], keep, mask, k=n_real, site=plain["site"])
     np.testing.assert_allclose(values[:n_real], n1 * exact.singular_values ** 2, rtol=0.02)
-    ordered = pcs @ V
     assert np.abs(np.sum(ordered[:, :n_real] * exact.pcs, axis=0)).min() >= 0.99
 
 
@@ -265,9 +276,8 @@ def test_eigenvalues_match_plink2_pca(study, tmp_path):
     missingness") where ours divides by M3 (missing calls imputed): with 1 %
     missing calls its entries are ~2 % larger, so ours are scaled by the mean
     over sample pairs of M3 / (SNPs observed in both) first."""
-    if "ordered" not in study["runs"]:
-        pytest.skip("the daemon run (MPCGWAS_GWAS_SCALE) checks the default PCA only")
-    keep, _, _, _, _, public = study["runs"]["ordered"]["result"]
+    run = study["runs"]["ordered"]
+    keep = run["result"][0]
     plain, truth = study["plain"], study["truth"]
     mask = _pca_snps(plain)
     prefix = plinkutil.merge_sites(study["sites"], tmp_path / "pooled")
@@ -281,7 +291,7 @@ def test_eigenvalues_match_plink2_pca(study, tmp_path):
     both = observed @ observed.T
     correction = (mask.sum() / both)[~np.eye(len(both), dtype=bool)].mean()
     n_real = len(set(truth.population.tolist())) - 1
-    ours = np.array(public["pca_eigenvalues"])[:n_real] * correction
+    ours = run["eigenvalues"][:n_real] * correction
     np.testing.assert_allclose(ours, theirs[:n_real], rtol=0.01)
 
 
