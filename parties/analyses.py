@@ -22,6 +22,7 @@ from protocols import association as assoc_protocol
 from protocols import freq as freq_protocol
 from protocols import pca as pca_protocol
 from protocols import qc as qc_protocol
+from protocols import reference
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,9 @@ def ritz_pcs(ritz, n1: int, basis=None):
     given the released basis Q U, the PCs PC1..PCk = Q U V (V: B's
     eigenvectors in that order); None for the PCs without a basis."""
     ritz = np.asarray(ritz, dtype=float)
-    w, V = np.linalg.eigh((ritz + ritz.T) / 2.0)
-    order = np.argsort(-w, kind="stable")
-    pcs = None if basis is None else np.asarray(basis, dtype=float) @ V[:, order]
-    return (w[order] * n1).tolist(), pcs
+    w, V = reference.ritz_vectors(ritz, ritz.shape[0])
+    pcs = None if basis is None else np.asarray(basis, dtype=float) @ V
+    return (w * n1).tolist(), pcs
 
 
 def _write_pca_files(result, out_dir) -> list:

@@ -1009,9 +1009,8 @@ def pca(dosage, missing, sample_keep, snp_keep_pca, *, k=10, oversample=10, iter
 def ritz_vectors(S, k):
     """The top-k eigenpairs of a symmetric S, decreasing, each eigenvector
     signed so that its largest-magnitude coordinate is positive (ties: the
-    first).  mpc.linalg.eigh_rotated applies this to R^T S R and maps the
-    vectors back with R, which keeps the sign rule only up to R: the secure
-    PCs match these up to sign.
+    first).  mpc.linalg.eigh_rotated finds the same pairs from Rᵀ S R with
+    arbitrary signs: the secure PCs match these up to sign.
 
     Returns
     -------
